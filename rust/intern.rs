@@ -1,1 +1,187 @@
+//! String interning into dense `u32` ids.
+//!
+//! Invariants:
+//! - ids are dense, assigned in first-seen order from 0, and never reused or changed;
+//! - all strings live in one contiguous arena (`arena`), string `i` spans
+//!   `ends[i-1]..ends[i]` (with `ends[-1] = 0`): no per-string heap allocation;
+//! - the hash index stores only ids; hashes are recomputed from the arena when it grows.
 
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+/// Maximum total bytes of interned strings (ends are `u32`).
+pub const MAX_ARENA: usize = u32::MAX as usize;
+
+#[derive(Default, Clone)]
+pub struct Interner {
+    arena: Vec<u8>,
+    ends: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+/// String `id` of an arena: `ends[id-1]..ends[id]`. Only whole `&str`s are appended and
+/// `from_parts` checks every span, so the span is valid UTF-8.
+fn span<'a>(arena: &'a [u8], ends: &[u32], id: u32) -> &'a str {
+    let i = id as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    std::str::from_utf8(&arena[start..ends[i] as usize]).expect("arena holds UTF-8")
+}
+
+impl Interner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of interned strings (the next id).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The string of `id`. Panics if `id` was never assigned.
+    pub fn get(&self, id: u32) -> &str {
+        span(&self.arena, &self.ends, id)
+    }
+
+    /// The id of `s`, if interned.
+    pub fn lookup(&self, s: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(s);
+        self.index.find(h, |&id| self.get(id) == s).copied()
+    }
+
+    /// Whether `extra` more bytes still fit the arena.
+    pub fn fits(&self, extra: usize) -> bool {
+        self.arena.len().saturating_add(extra) <= MAX_ARENA
+    }
+
+    /// The id of `s`, interning it if new; the flag says whether it was new.
+    /// The caller checks `fits` first: an arena overflow panics.
+    pub fn intern(&mut self, s: &str) -> (u32, bool) {
+        let h = self.hasher.hash_one(s);
+        if let Some(id) = self.lookup_hashed(h, s) {
+            return (id, false);
+        }
+        assert!(self.fits(s.len()), "interner arena overflow");
+        let id = self.ends.len() as u32;
+        self.arena.extend_from_slice(s.as_bytes());
+        self.ends.push(self.arena.len() as u32);
+        let Self {
+            arena,
+            ends,
+            index,
+            hasher,
+        } = self;
+        index.insert_unique(h, id, |&o| hasher.hash_one(span(arena, ends, o)));
+        (id, true)
+    }
+
+    fn lookup_hashed(&self, h: u64, s: &str) -> Option<u32> {
+        self.index.find(h, |&id| self.get(id) == s).copied()
+    }
+
+    /// Reserve room for `n` more strings of about `bytes` bytes in all.
+    pub fn reserve(&mut self, n: usize, bytes: usize) {
+        self.arena.reserve(bytes);
+        self.ends.reserve(n);
+        let Self {
+            arena,
+            ends,
+            index,
+            hasher,
+        } = self;
+        index.reserve(n, |&o| hasher.hash_one(span(arena, ends, o)));
+    }
+
+    /// The raw parts, for snapshots: the arena and the end offsets.
+    pub fn parts(&self) -> (&[u8], &[u32]) {
+        (&self.arena, &self.ends)
+    }
+
+    /// Rebuild from raw parts (a snapshot). Checks that the offsets are monotone, in bounds and
+    /// cut the arena at UTF-8 boundaries, and that no string repeats.
+    pub fn from_parts(arena: Vec<u8>, ends: Vec<u32>) -> Result<Self, String> {
+        let mut prev = 0u32;
+        for &e in &ends {
+            if e < prev || e as usize > arena.len() {
+                return Err("interner offsets out of order".into());
+            }
+            if std::str::from_utf8(&arena[prev as usize..e as usize]).is_err() {
+                return Err("interned string is not UTF-8".into());
+            }
+            prev = e;
+        }
+        if prev as usize != arena.len() {
+            return Err("interner arena has trailing bytes".into());
+        }
+        let n = ends.len();
+        let mut out = Self {
+            arena,
+            ends,
+            ..Self::default()
+        };
+        out.index.reserve(n, |_| 0);
+        for id in 0..n as u32 {
+            let s = span(&out.arena, &out.ends, id);
+            let h = out.hasher.hash_one(s);
+            if out.lookup_hashed(h, s).is_some() {
+                return Err(format!("string {s:?} interned twice"));
+            }
+            let Self {
+                arena,
+                ends,
+                index,
+                hasher,
+            } = &mut out;
+            index.insert_unique(h, id, |&o| hasher.hash_one(span(arena, ends, o)));
+        }
+        Ok(out)
+    }
+
+    /// Heap bytes used (arena, offsets, hash index).
+    pub fn memory_usage(&self) -> usize {
+        self.arena.capacity() + self.ends.capacity() * 4 + self.index.allocation_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_ids_in_first_seen_order() {
+        let mut i = Interner::new();
+        assert_eq!(i.intern("b"), (0, true));
+        assert_eq!(i.intern("深圳"), (1, true));
+        assert_eq!(i.intern("b"), (0, false));
+        assert_eq!(i.get(1), "深圳");
+        assert_eq!(i.lookup("深圳"), Some(1));
+        assert_eq!(i.lookup("x"), None);
+        assert_eq!(i.len(), 2);
+    }
+
+    #[test]
+    fn grows_and_round_trips_parts() {
+        let mut i = Interner::new();
+        for n in 0..10_000 {
+            assert_eq!(i.intern(&format!("rid{n}")).0, n);
+        }
+        let (a, e) = i.parts();
+        let j = Interner::from_parts(a.to_vec(), e.to_vec()).unwrap();
+        for n in 0..10_000u32 {
+            assert_eq!(j.lookup(&format!("rid{n}")), Some(n));
+            assert_eq!(j.get(n), format!("rid{n}"));
+        }
+    }
+
+    #[test]
+    fn from_parts_refuses_bad_offsets_and_duplicates() {
+        assert!(Interner::from_parts(b"ab".to_vec(), vec![2, 1]).is_err());
+        assert!(Interner::from_parts(b"ab".to_vec(), vec![1]).is_err());
+        assert!(Interner::from_parts(b"aa".to_vec(), vec![1, 2]).is_err());
+        assert!(Interner::from_parts(vec![0xff], vec![1]).is_err());
+    }
+}

@@ -1,1 +1,22 @@
+//! reach: audience resolution and routing for push backends.
+//!
+//! The flow of a request: a validated audience (`expr::AudienceSpec`, built at the Python edge)
+//! is compiled against the registry (`expr`), evaluated over roaring bitmaps (`eval`), and split
+//! into delivery batches (`route`). `registry` holds the devices, `snapshot` saves and loads it,
+//! `load` is the bulk import path. Only `py` knows about Python.
+
+pub mod error;
+pub mod eval;
+pub mod expr;
 pub mod intern;
+pub mod load;
+pub mod registry;
+pub mod route;
+pub mod snapshot;
+
+pub use error::{Error, Result};
+pub use expr::AudienceSpec;
+pub use registry::{Platform, Registry, Vendor};
+
+#[cfg(feature = "python")]
+mod py;

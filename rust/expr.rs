@@ -1,0 +1,297 @@
+//! Compiling a validated audience into an expression over the registry's bitmaps.
+//!
+//! Every string of the request is looked up exactly once here; evaluation (`eval`) then works
+//! on bitmaps only. The registry invariant that attribute bitmaps hold live devices only lets
+//! the compiler leave out the `live` operand whenever an attribute operand is present.
+
+use crate::error::{Error, Result};
+use crate::eval;
+use crate::registry::{Platform, Registry, Segment, BUCKETS};
+use croaring::Bitmap;
+use serde::{Deserialize, Serialize};
+
+/// A JPush v3 audience, validated at the edge (limits, characters, at least one type).
+/// An empty list means that type is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AudienceSpec {
+    pub all: bool,
+    pub tag: Vec<String>,
+    pub tag_and: Vec<String>,
+    pub tag_not: Vec<String>,
+    pub alias: Vec<String>,
+    pub registration_id: Vec<String>,
+    pub segment: Vec<String>,
+    pub abtest: Vec<String>,
+}
+
+impl AudienceSpec {
+    /// The broadcast audience (`"all"`).
+    pub fn all() -> Self {
+        AudienceSpec {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether no type is present (JPush refuses such an audience with 1003).
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && [
+                &self.tag,
+                &self.tag_and,
+                &self.tag_not,
+                &self.alias,
+                &self.registration_id,
+                &self.segment,
+                &self.abtest,
+            ]
+            .iter()
+            .all(|v| v.is_empty())
+    }
+
+    /// Refuse what a saved audience (dynamic segment, A/B base) may not hold: nothing, or a
+    /// reference to another segment or A/B test (which could form a cycle).
+    pub fn check_saved(&self, what: &str) -> Result<()> {
+        if self.is_empty() {
+            return Err(Error::invalid(format!("the {what} audience is empty")));
+        }
+        if !self.segment.is_empty() || !self.abtest.is_empty() {
+            return Err(Error::invalid(format!(
+                "a {what} audience may not use segment or abtest"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The bitmaps of one operand.
+pub enum Operand<'r> {
+    /// One registry bitmap.
+    One(&'r Bitmap),
+    /// The union of several registry bitmaps.
+    AnyOf(Vec<&'r Bitmap>),
+    /// The union of pairwise disjoint registry bitmaps (platforms): its size is the sum.
+    Disjoint(Vec<&'r Bitmap>),
+    /// A set built for this request (aliases, registration IDs, segments, A/B groups).
+    Owned(Bitmap),
+}
+
+impl Operand<'_> {
+    /// An upper bound of the operand's size, exact except for `AnyOf`.
+    pub fn estimate(&self) -> u64 {
+        match self {
+            Operand::One(b) => b.cardinality(),
+            Operand::AnyOf(v) | Operand::Disjoint(v) => v.iter().map(|b| b.cardinality()).sum(),
+            Operand::Owned(b) => b.cardinality(),
+        }
+    }
+}
+
+/// One operand with what it stands for (for `explain`).
+pub struct Term<'r> {
+    pub label: String,
+    pub operand: Operand<'r>,
+}
+
+/// A compiled audience: the intersection of `positive`, minus the union of `negative`.
+/// `positive` is never empty.
+pub struct Expr<'r> {
+    pub positive: Vec<Term<'r>>,
+    pub negative: Vec<Term<'r>>,
+}
+
+fn term<'r>(label: String, operand: Operand<'r>) -> Term<'r> {
+    Term { label, operand }
+}
+
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", ... ({} in all)", names.len()));
+    }
+    format!("[{s}]")
+}
+
+/// Compile `spec` (and the platform filter; `None` = all platforms) against `reg`.
+/// Unknown tags and aliases reach nobody; unknown segments and A/B tests are errors (1003).
+pub fn compile<'r>(
+    reg: &'r Registry,
+    spec: &AudienceSpec,
+    platforms: Option<&[Platform]>,
+) -> Result<Expr<'r>> {
+    if spec.is_empty() {
+        return Err(Error::invalid("audience has no target type"));
+    }
+    let mut positive = Vec::new();
+    let mut negative = Vec::new();
+    // Operands that are not subsets of `live` (see the registry invariants).
+    let mut needs_live = spec.all;
+
+    if !spec.tag.is_empty() {
+        let bms: Vec<&Bitmap> = spec.tag.iter().filter_map(|t| reg.tag_bitmap(t)).collect();
+        positive.push(term(
+            format!("tag {}", list(&spec.tag)),
+            Operand::AnyOf(bms),
+        ));
+    }
+    for t in &spec.tag_and {
+        let op = match reg.tag_bitmap(t) {
+            Some(b) => Operand::One(b),
+            None => Operand::Owned(Bitmap::new()),
+        };
+        positive.push(term(format!("tag_and {t:?}"), op));
+    }
+    for t in &spec.tag_not {
+        if let Some(b) = reg.tag_bitmap(t) {
+            negative.push(term(format!("tag_not {t:?}"), Operand::One(b)));
+        }
+    }
+    if !spec.alias.is_empty() {
+        let mut ids = Vec::with_capacity(spec.alias.len());
+        for a in &spec.alias {
+            if let Some(a) = reg.aliases.lookup(a) {
+                reg.push_alias_devices(a, &mut ids);
+            }
+        }
+        positive.push(term(
+            format!("alias {}", list(&spec.alias)),
+            Operand::Owned(sorted(ids)),
+        ));
+    }
+    if !spec.registration_id.is_empty() {
+        let ids = spec
+            .registration_id
+            .iter()
+            .filter_map(|r| reg.device_id(r))
+            .collect();
+        let label = format!("registration_id {}", list(&spec.registration_id));
+        positive.push(term(label, Operand::Owned(sorted(ids))));
+    }
+    for s in &spec.segment {
+        let operand = match reg.segments.get(s) {
+            Some(Segment::Static(b)) => {
+                // Static members may have been deleted since the segment was made.
+                needs_live = true;
+                Operand::One(b)
+            }
+            Some(Segment::Dynamic(saved)) => {
+                Operand::Owned(eval::evaluate(compile(reg, saved, None)?, None))
+            }
+            None => return Err(Error::invalid(format!("segment {s:?} does not exist"))),
+        };
+        positive.push(term(format!("segment {s:?}"), operand));
+    }
+    for a in &spec.abtest {
+        positive.push(term(
+            format!("abtest {a:?}"),
+            Operand::Owned(abtest_members(reg, a)?),
+        ));
+    }
+    if let Some(ps) = platforms {
+        let mut ps = ps.to_vec();
+        ps.sort_unstable_by_key(|&p| p as u8);
+        ps.dedup();
+        if ps.len() < Platform::ALL.len() {
+            let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
+            let bms = ps.iter().map(|&p| reg.platform_bitmap(p)).collect();
+            positive.push(term(format!("platform {names:?}"), Operand::Disjoint(bms)));
+        }
+    }
+    if needs_live || positive.is_empty() {
+        positive.push(term("live devices".into(), Operand::One(reg.live())));
+    }
+    Ok(Expr { positive, negative })
+}
+
+fn sorted(mut ids: Vec<u32>) -> Bitmap {
+    ids.sort_unstable();
+    ids.dedup();
+    Bitmap::of(&ids)
+}
+
+/// The devices of A/B test `name` (`"test"` = every group, `"test:group"` = one group):
+/// the base audience, now, within the group's buckets.
+fn abtest_members(reg: &Registry, name: &str) -> Result<Bitmap> {
+    let (test, group) = match name.split_once(':') {
+        Some((t, g)) => (t, Some(g)),
+        None => (name, None),
+    };
+    let ab = reg
+        .abtests
+        .get(test)
+        .ok_or_else(|| Error::invalid(format!("abtest {test:?} does not exist")))?;
+    let mut buckets: Vec<&Bitmap> = Vec::with_capacity(BUCKETS);
+    for (g, lo, hi) in &ab.groups {
+        if group.is_none_or(|want| want == g) {
+            buckets.extend(&reg.buckets[*lo as usize..*hi as usize]);
+        }
+    }
+    if buckets.is_empty() {
+        return Err(Error::invalid(format!(
+            "abtest {test:?} has no group {:?}",
+            group
+        )));
+    }
+    let mut base = eval::evaluate(compile(reg, &ab.base, None)?, None);
+    base.and_inplace(&Bitmap::fast_or(&buckets));
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Vendor;
+
+    #[test]
+    fn unknown_names() {
+        let mut r = Registry::new();
+        r.upsert(
+            "a",
+            Platform::Android,
+            Some(Vendor::Oppo),
+            &["x"],
+            None,
+            None,
+            false,
+        )
+        .unwrap();
+        let spec = AudienceSpec {
+            segment: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(compile(&r, &spec, None).is_err());
+        let spec = AudienceSpec {
+            abtest: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(compile(&r, &spec, None).is_err());
+        assert!(compile(&r, &AudienceSpec::default(), None).is_err());
+        let spec = AudienceSpec {
+            tag_not: vec!["x".into()],
+            ..Default::default()
+        };
+        let e = compile(&r, &spec, None).unwrap();
+        assert_eq!(
+            e.positive.len(),
+            1,
+            "tag_not alone is taken from the live devices"
+        );
+    }
+
+    #[test]
+    fn saved_audiences_may_not_nest() {
+        let spec = AudienceSpec {
+            segment: vec!["s".into()],
+            ..Default::default()
+        };
+        assert!(spec.check_saved("segment").is_err());
+        assert!(AudienceSpec::all().check_saved("segment").is_ok());
+    }
+}

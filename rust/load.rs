@@ -1,0 +1,428 @@
+//! Bulk loading: the JSON Lines import format of DESIGN.md and columnar (numpy) arrays.
+//!
+//! Both paths validate everything first, then apply: a refused load changes nothing. New
+//! devices get ascending ids, so their memberships are gathered per bitmap and added in one
+//! sorted batch each instead of one insertion per membership.
+
+use crate::error::{Error, Result};
+use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS};
+use rayon::prelude::*;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// Devices in columns; row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`
+/// (registry tag ids).
+pub struct Columns<'a> {
+    pub rid: Vec<&'a str>,
+    pub platform: Vec<Platform>,
+    pub vendor: Vec<Option<Vendor>>,
+    pub tag_indptr: Vec<usize>,
+    pub tag_ids: Vec<u32>,
+    pub alias: Vec<Option<&'a str>>,
+    pub mobile: Vec<Option<&'a str>>,
+    pub online: Vec<bool>,
+}
+
+/// One line of `devices.jsonl`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceLine<'a> {
+    #[serde(borrow)]
+    registration_id: Cow<'a, str>,
+    #[serde(borrow)]
+    platform: Cow<'a, str>,
+    #[serde(borrow, default)]
+    vendor: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tags: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    alias: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    mobile: Option<Cow<'a, str>>,
+    #[serde(default)]
+    online: bool,
+}
+
+struct Parsed<'a> {
+    line: DeviceLine<'a>,
+    platform: Platform,
+    vendor: Option<Vendor>,
+}
+
+fn parse_line(text: &[u8]) -> Result<Parsed<'_>> {
+    let line: DeviceLine =
+        serde_json::from_slice(text).map_err(|e| Error::invalid(e.to_string()))?;
+    let platform = Platform::parse(&line.platform)?;
+    let vendor = line.vendor.as_deref().map(Vendor::parse).transpose()?;
+    let tags: Vec<&str> = line.tags.iter().map(|t| t.as_ref()).collect();
+    Registry::check_record(
+        &line.registration_id,
+        platform,
+        vendor,
+        &tags,
+        line.alias.as_deref(),
+        line.mobile.as_deref(),
+    )?;
+    Ok(Parsed {
+        line,
+        platform,
+        vendor,
+    })
+}
+
+fn load_error(line: usize, e: Error) -> Error {
+    let message = match e {
+        Error::Invalid { message, .. } => message,
+        other => other.to_string(),
+    };
+    Error::Load { line, message }
+}
+
+impl Registry {
+    /// Load JSON Lines device records (blank lines are skipped); returns the number loaded.
+    /// A repeated registration ID is an upsert: the last line wins.
+    pub fn load_jsonl(&mut self, data: &[u8]) -> Result<usize> {
+        let lines: Vec<(usize, &[u8])> = data
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
+            .collect();
+        let parsed: Vec<Parsed> = lines
+            .par_iter()
+            .map(|&(i, l)| parse_line(l).map_err(|e| load_error(i + 1, e)))
+            .collect::<Result<_>>()?;
+        let mut tag_indptr = Vec::with_capacity(parsed.len() + 1);
+        let mut tag_ids = Vec::new();
+        tag_indptr.push(0);
+        for p in &parsed {
+            for t in &p.line.tags {
+                tag_ids.push(self.intern_tag(t));
+            }
+            tag_indptr.push(tag_ids.len());
+        }
+        let cols = Columns {
+            rid: parsed
+                .iter()
+                .map(|p| p.line.registration_id.as_ref())
+                .collect(),
+            platform: parsed.iter().map(|p| p.platform).collect(),
+            vendor: parsed.iter().map(|p| p.vendor).collect(),
+            tag_indptr,
+            tag_ids,
+            alias: parsed.iter().map(|p| p.line.alias.as_deref()).collect(),
+            mobile: parsed.iter().map(|p| p.line.mobile.as_deref()).collect(),
+            online: parsed.iter().map(|p| p.line.online).collect(),
+        };
+        self.apply_columns(&cols)
+    }
+
+    /// Apply validated columns; returns the number of rows.
+    pub fn apply_columns(&mut self, cols: &Columns) -> Result<usize> {
+        let n = cols.rid.len();
+        let bytes: usize = cols.rid.iter().map(|r| r.len()).sum();
+        if !self.devices.fits(bytes) {
+            return Err(Error::invalid("registry is full"));
+        }
+        let first_new = self.devices.len() as u32;
+        self.devices.reserve(n, bytes);
+        self.device_alias.reserve(n);
+        let mut acc = Pending::new(self.tag_bitmaps.len());
+        for i in 0..n {
+            let rid = cols.rid[i];
+            let (d, new) = self.devices.intern(rid);
+            let tags = &cols.tag_ids[cols.tag_indptr[i]..cols.tag_indptr[i + 1]];
+            let (p, v, alias, mobile, online) = (
+                cols.platform[i],
+                cols.vendor[i],
+                cols.alias[i],
+                cols.mobile[i],
+                cols.online[i],
+            );
+            if !new {
+                if d >= first_new {
+                    // Seen earlier in this load: its memberships must be in place first.
+                    acc.flush(self);
+                }
+                self.replace(d, p, v, tags, alias, mobile, online);
+                continue;
+            }
+            self.device_alias.push(crate::registry::NONE);
+            acc.buckets[bucket_of(rid)].push(d);
+            acc.live.push(d);
+            acc.platforms[p as usize].push(d);
+            if let Some(v) = v {
+                acc.vendors[v as usize].push(d);
+            }
+            for &t in tags {
+                acc.tags[t as usize].push(d);
+            }
+            if online {
+                acc.online.push(d);
+            }
+            if let Some(a) = alias {
+                self.attach_alias(d, a);
+            }
+            if let Some(m) = mobile {
+                self.mobiles.insert(d, m.into());
+                acc.mobile.push(d);
+            }
+        }
+        acc.flush(self);
+        Ok(n)
+    }
+}
+
+/// Memberships of new devices not yet in their bitmaps (each list ascending).
+struct Pending {
+    live: Vec<u32>,
+    online: Vec<u32>,
+    mobile: Vec<u32>,
+    platforms: Vec<Vec<u32>>,
+    vendors: Vec<Vec<u32>>,
+    buckets: Vec<Vec<u32>>,
+    tags: Vec<Vec<u32>>,
+}
+
+impl Pending {
+    fn new(tags: usize) -> Self {
+        Pending {
+            live: Vec::new(),
+            online: Vec::new(),
+            mobile: Vec::new(),
+            platforms: vec![Vec::new(); Platform::ALL.len()],
+            vendors: vec![Vec::new(); Vendor::ALL.len()],
+            buckets: vec![Vec::new(); BUCKETS],
+            tags: vec![Vec::new(); tags],
+        }
+    }
+
+    fn flush(&mut self, reg: &mut Registry) {
+        let put = |b: &mut croaring::Bitmap, v: &mut Vec<u32>| {
+            if !v.is_empty() {
+                b.add_many(v);
+                v.clear();
+            }
+        };
+        put(&mut reg.live, &mut self.live);
+        put(&mut reg.online, &mut self.online);
+        put(&mut reg.has_mobile, &mut self.mobile);
+        let groups = [
+            (&mut reg.platforms, &mut self.platforms),
+            (&mut reg.vendors, &mut self.vendors),
+            (&mut reg.buckets, &mut self.buckets),
+            (&mut reg.tag_bitmaps, &mut self.tags),
+        ];
+        for (bms, pending) in groups {
+            for (b, v) in bms.iter_mut().zip(pending.iter_mut()) {
+                put(b, v);
+            }
+        }
+    }
+}
+
+/// Raw columnar input (numpy arrays), validated into `Columns` by `Columns::from_arrays`.
+pub struct Arrays<'a> {
+    pub rid_bytes: &'a [u8],
+    pub rid_offsets: &'a [u64],
+    pub platform: &'a [u8],
+    pub vendor: Option<&'a [u8]>,
+    pub tag_ids: Vec<u32>,
+    pub tag_indptr: Option<&'a [u64]>,
+    pub tag_indices: Option<&'a [u32]>,
+    pub alias_bytes: Option<&'a [u8]>,
+    pub alias_offsets: Option<&'a [u64]>,
+    pub online: Option<&'a [bool]>,
+}
+
+fn row_err(row: usize, m: impl Into<String>) -> Error {
+    Error::Load {
+        line: row,
+        message: m.into(),
+    }
+}
+
+/// Cut `bytes` into `offsets.len() - 1` strings; an empty span is `None` when `optional`.
+fn spans<'a>(what: &str, bytes: &'a [u8], offsets: &[u64], n: usize) -> Result<Vec<&'a str>> {
+    if offsets.len() != n + 1 {
+        return Err(row_err(
+            0,
+            format!("{what} offsets must have {} entries", n + 1),
+        ));
+    }
+    (0..n)
+        .map(|i| {
+            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+            let raw = bytes
+                .get(a..b)
+                .ok_or_else(|| row_err(i, format!("{what} offsets out of range")))?;
+            std::str::from_utf8(raw).map_err(|_| row_err(i, format!("{what} is not UTF-8")))
+        })
+        .collect()
+}
+
+impl<'a> Columns<'a> {
+    /// Validate arrays into columns. `tag_ids` are the registry ids of the arrays' tag names.
+    pub fn from_arrays(a: Arrays<'a>) -> Result<Self> {
+        let n = a.platform.len();
+        let rid = spans("registration_id", a.rid_bytes, a.rid_offsets, n)?;
+        let platform = a
+            .platform
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                Platform::from_code(c).ok_or_else(|| row_err(i, format!("bad platform code {c}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let vendor = match a.vendor {
+            None => vec![None; n],
+            Some(v) if v.len() != n => {
+                return Err(row_err(0, "vendor must have one code per device"))
+            }
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| match c {
+                    0 => Ok(None),
+                    c => Vendor::from_code(c - 1)
+                        .map(Some)
+                        .ok_or_else(|| row_err(i, format!("bad vendor code {c}"))),
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let (tag_indptr, tag_ids) = match (a.tag_indptr, a.tag_indices) {
+            (None, None) => (vec![0; n + 1], Vec::new()),
+            (Some(p), Some(ix)) => {
+                if p.len() != n + 1
+                    || p[0] != 0
+                    || p[n] as usize != ix.len()
+                    || p.windows(2).any(|w| w[0] > w[1])
+                {
+                    return Err(row_err(
+                        0,
+                        "tag_indptr must ascend from 0 to len(tag_indices)",
+                    ));
+                }
+                let ids = ix
+                    .iter()
+                    .map(|&t| {
+                        a.tag_ids
+                            .get(t as usize)
+                            .copied()
+                            .ok_or_else(|| row_err(0, format!("tag index {t} out of range")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (p.iter().map(|&x| x as usize).collect(), ids)
+            }
+            _ => return Err(row_err(0, "tag_indptr and tag_indices go together")),
+        };
+        let alias = match (a.alias_bytes, a.alias_offsets) {
+            (None, None) => vec![None; n],
+            (Some(b), Some(o)) => spans("alias", b, o, n)?
+                .into_iter()
+                .map(|s| (!s.is_empty()).then_some(s))
+                .collect(),
+            _ => return Err(row_err(0, "alias_bytes and alias_offsets go together")),
+        };
+        let online = match a.online {
+            None => vec![false; n],
+            Some(o) if o.len() == n => o.to_vec(),
+            Some(_) => return Err(row_err(0, "online must have one flag per device")),
+        };
+        for i in 0..n {
+            check_key("registration_id", rid[i]).map_err(|e| load_error(i, e))?;
+            if vendor[i].is_some() && platform[i] != Platform::Android {
+                return Err(row_err(i, "vendor channel given for a non-Android device"));
+            }
+            if let Some(al) = alias[i] {
+                check_key("alias", al).map_err(|e| load_error(i, e))?;
+            }
+        }
+        Ok(Columns {
+            rid,
+            platform,
+            vendor,
+            tag_indptr,
+            tag_ids,
+            alias,
+            mobile: vec![None; n],
+            online,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_loads_and_last_line_wins() {
+        let mut r = Registry::new();
+        let data = br#"{"registration_id":"a","platform":"android","vendor":"hms","tags":["x","\u6df1"],"alias":"u"}
+
+{"registration_id":"b","platform":"ios","online":true,"mobile":"139"}
+{"registration_id":"a","platform":"android","tags":["y"]}
+"#;
+        assert_eq!(r.load_jsonl(data).unwrap(), 3);
+        let a = r.device("a").unwrap();
+        assert_eq!(a.tags, vec!["y".to_string()]);
+        assert_eq!(a.vendor, None);
+        assert_eq!(a.alias, None);
+        assert!(r.device("b").unwrap().online);
+        assert_eq!(r.alias_devices("u"), Vec::<u32>::new());
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_line_changes_nothing() {
+        let mut r = Registry::new();
+        for bad in [
+            &br#"{"registration_id":"a","platform":"android"}
+{"registration_id":"b","platform":"symbian"}"#[..],
+            br#"{"registration_id":"a","platform":"ios","vendor":"hms"}"#,
+            br#"{"registration_id":"a","platform":"ios","colour":"red"}"#,
+            br#"{"registration_id":"a","platform":"ios""#,
+            br#"{"registration_id":"","platform":"ios"}"#,
+        ] {
+            let e = r.load_jsonl(bad).unwrap_err();
+            assert!(matches!(e, Error::Load { .. }), "{e}");
+        }
+        assert_eq!(r.capacity(), 0);
+        assert!(r.tag_names().is_empty());
+    }
+
+    #[test]
+    fn arrays_load() {
+        let mut r = Registry::new();
+        let t = r.intern_tag("t");
+        let cols = Columns::from_arrays(Arrays {
+            rid_bytes: b"r1r2r3",
+            rid_offsets: &[0, 2, 4, 6],
+            platform: &[0, 1, 0],
+            vendor: Some(&[1, 0, 0]),
+            tag_ids: vec![t],
+            tag_indptr: Some(&[0, 1, 1, 2]),
+            tag_indices: Some(&[0, 0]),
+            alias_bytes: Some(b"uu"),
+            alias_offsets: Some(&[0, 1, 1, 2]),
+            online: None,
+        })
+        .unwrap();
+        r.apply_columns(&cols).unwrap();
+        assert_eq!(r.tag_bitmap("t").unwrap().to_vec(), vec![0, 2]);
+        assert_eq!(r.alias_devices("u"), vec![0, 2]);
+        assert_eq!(r.device("r1").unwrap().vendor, Some(Vendor::Hms));
+        let bad = Arrays {
+            rid_bytes: b"r1",
+            rid_offsets: &[0, 2],
+            platform: &[1],
+            vendor: Some(&[2]),
+            tag_ids: vec![],
+            tag_indptr: None,
+            tag_indices: None,
+            alias_bytes: None,
+            alias_offsets: None,
+            online: None,
+        };
+        assert!(Columns::from_arrays(bad).is_err());
+    }
+}

@@ -1,0 +1,597 @@
+//! The Python binding: every conversion between Python and the engine, and nothing else.
+//!
+//! Inputs are copied into Rust-owned values, then every bitmap walk runs with the GIL released
+//! (`Python::detach`). Engine errors become Python exceptions here and only here.
+
+use crate::error::Error;
+use crate::eval::{self, Step};
+use crate::expr::{self, AudienceSpec};
+use crate::load::{Arrays, Columns};
+use crate::registry::{Platform, Registry, Vendor};
+use crate::{route, snapshot};
+use croaring::{Bitmap, Portable};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use parking_lot::RwLock;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+type Shared = Arc<RwLock<Registry>>;
+
+/// Raise an engine error as its Python exception (`reach.errors`).
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let (class, args): (&str, (Option<u32>, String)) = match e {
+        Error::Invalid { code, message } => ("PushError", (Some(code), message)),
+        Error::Load { .. } => ("LoadError", (None, e.to_string())),
+        Error::Snapshot(_) => ("SnapshotError", (None, e.to_string())),
+        Error::Io(m) => return PyOSError::new_err(m),
+    };
+    let made = PyModule::import(py, "reach.errors").and_then(|m| {
+        let cls = m.getattr(class)?;
+        match args {
+            (Some(code), msg) => cls.call1((code, msg)),
+            (None, msg) => cls.call1((msg,)),
+        }
+    });
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
+    }
+}
+
+trait OrRaise<T> {
+    fn or_raise(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> OrRaise<T> for Result<T, Error> {
+    fn or_raise(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_py(py, e))
+    }
+}
+
+/// Read a validated audience (`reach.jpush.Audience` or anything with its attributes).
+fn audience(obj: &Bound<'_, PyAny>) -> PyResult<AudienceSpec> {
+    let list = |name: &str| -> PyResult<Vec<String>> { obj.getattr(name)?.extract() };
+    Ok(AudienceSpec {
+        all: obj.getattr("all")?.extract()?,
+        tag: list("tag")?,
+        tag_and: list("tag_and")?,
+        tag_not: list("tag_not")?,
+        alias: list("alias")?,
+        registration_id: list("registration_id")?,
+        segment: list("segment")?,
+        abtest: list("abtest")?,
+    })
+}
+
+fn platforms(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Option<Vec<Platform>>> {
+    names
+        .map(|v| {
+            v.iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .or_raise(py)
+}
+
+fn portable(py: Python<'_>, b: &Bitmap) -> Py<PyBytes> {
+    PyBytes::new(py, &b.serialize::<Portable>()).unbind()
+}
+
+fn from_portable(py: Python<'_>, data: &[u8]) -> PyResult<Bitmap> {
+    Bitmap::try_deserialize::<Portable>(data)
+        .ok_or_else(|| to_py(py, Error::invalid("not a portable roaring bitmap")))
+}
+
+fn ids_array(py: Python<'_>, ids: Vec<u32>) -> Bound<'_, PyArray1<u32>> {
+    PyArray1::from_vec(py, ids)
+}
+
+fn strings(reg: &Shared, ids: &[u32]) -> Vec<String> {
+    let r = reg.read();
+    ids.iter()
+        .map(|&d| r.registration_id(d).to_owned())
+        .collect()
+}
+
+/// A device registry: interned registration IDs and roaring-bitmap memberships.
+#[pyclass(name = "Registry", module = "reach._core", frozen)]
+pub struct PyRegistry {
+    inner: Shared,
+}
+
+#[pymethods]
+impl PyRegistry {
+    #[new]
+    fn new() -> Self {
+        PyRegistry {
+            inner: Arc::new(RwLock::new(Registry::new())),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.read().len() as usize
+    }
+
+    #[pyo3(signature = (registration_id, platform, vendor=None, tags=Vec::new(), alias=None, mobile=None, online=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        registration_id: &str,
+        platform: &str,
+        vendor: Option<&str>,
+        tags: Vec<String>,
+        alias: Option<&str>,
+        mobile: Option<&str>,
+        online: bool,
+    ) -> PyResult<u32> {
+        let p = Platform::parse(platform).or_raise(py)?;
+        let v = vendor.map(Vendor::parse).transpose().or_raise(py)?;
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        py.detach(|| {
+            self.inner
+                .write()
+                .upsert(registration_id, p, v, &tags, alias, mobile, online)
+        })
+        .or_raise(py)
+    }
+
+    fn add_tags(&self, py: Python<'_>, registration_id: &str, tags: Vec<String>) -> PyResult<()> {
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        py.detach(|| self.inner.write().add_tags(registration_id, &tags))
+            .or_raise(py)
+    }
+
+    fn remove_tags(
+        &self,
+        py: Python<'_>,
+        registration_id: &str,
+        tags: Vec<String>,
+    ) -> PyResult<()> {
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        py.detach(|| self.inner.write().remove_tags(registration_id, &tags))
+            .or_raise(py)
+    }
+
+    fn set_alias(
+        &self,
+        py: Python<'_>,
+        registration_id: &str,
+        alias: Option<&str>,
+    ) -> PyResult<()> {
+        py.detach(|| self.inner.write().set_alias(registration_id, alias))
+            .or_raise(py)
+    }
+
+    fn set_mobile(
+        &self,
+        py: Python<'_>,
+        registration_id: &str,
+        mobile: Option<&str>,
+    ) -> PyResult<()> {
+        py.detach(|| self.inner.write().set_mobile(registration_id, mobile))
+            .or_raise(py)
+    }
+
+    fn set_online(&self, py: Python<'_>, registration_id: &str, online: bool) -> PyResult<()> {
+        py.detach(|| self.inner.write().set_online(registration_id, online))
+            .or_raise(py)
+    }
+
+    fn delete(&self, py: Python<'_>, registration_id: &str) -> bool {
+        py.detach(|| self.inner.write().delete(registration_id))
+    }
+
+    fn device<'py>(
+        &self,
+        py: Python<'py>,
+        registration_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(d) = py.detach(|| self.inner.read().device(registration_id)) else {
+            return Ok(None);
+        };
+        let out = PyDict::new(py);
+        out.set_item("registration_id", d.registration_id)?;
+        out.set_item("platform", d.platform.map(Platform::name))?;
+        out.set_item("vendor", d.vendor.map(Vendor::name))?;
+        out.set_item("tags", d.tags)?;
+        out.set_item("alias", d.alias)?;
+        out.set_item("mobile", d.mobile)?;
+        out.set_item("online", d.online)?;
+        Ok(Some(out))
+    }
+
+    fn device_id(&self, registration_id: &str) -> Option<u32> {
+        self.inner.read().device_id(registration_id)
+    }
+
+    fn tags(&self) -> Vec<String> {
+        self.inner
+            .read()
+            .tag_names()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    fn load_jsonl(&self, py: Python<'_>, path: PathBuf) -> PyResult<usize> {
+        py.detach(|| {
+            let data = std::fs::read(&path)?;
+            self.inner.write().load_jsonl(&data)
+        })
+        .or_raise(py)
+    }
+
+    #[pyo3(signature = (rid_bytes, rid_offsets, platform, vendor=None, tag_names=Vec::new(), tag_indptr=None, tag_indices=None, alias_bytes=None, alias_offsets=None, online=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn load_arrays(
+        &self,
+        py: Python<'_>,
+        rid_bytes: PyReadonlyArray1<'_, u8>,
+        rid_offsets: PyReadonlyArray1<'_, u64>,
+        platform: PyReadonlyArray1<'_, u8>,
+        vendor: Option<PyReadonlyArray1<'_, u8>>,
+        tag_names: Vec<String>,
+        tag_indptr: Option<PyReadonlyArray1<'_, u64>>,
+        tag_indices: Option<PyReadonlyArray1<'_, u32>>,
+        alias_bytes: Option<PyReadonlyArray1<'_, u8>>,
+        alias_offsets: Option<PyReadonlyArray1<'_, u64>>,
+        online: Option<PyReadonlyArray1<'_, bool>>,
+    ) -> PyResult<usize> {
+        let slice = |e: numpy::AsSliceError| {
+            PyValueError::new_err(format!("arrays must be contiguous: {e}"))
+        };
+        let rid_bytes = rid_bytes.as_slice().map_err(slice)?;
+        let rid_offsets = rid_offsets.as_slice().map_err(slice)?;
+        let platform = platform.as_slice().map_err(slice)?;
+        let vendor = vendor
+            .as_ref()
+            .map(|a| a.as_slice())
+            .transpose()
+            .map_err(slice)?;
+        let tag_indptr = tag_indptr
+            .as_ref()
+            .map(|a| a.as_slice())
+            .transpose()
+            .map_err(slice)?;
+        let tag_indices = tag_indices
+            .as_ref()
+            .map(|a| a.as_slice())
+            .transpose()
+            .map_err(slice)?;
+        let alias_bytes = alias_bytes
+            .as_ref()
+            .map(|a| a.as_slice())
+            .transpose()
+            .map_err(slice)?;
+        let alias_offsets = alias_offsets
+            .as_ref()
+            .map(|a| a.as_slice())
+            .transpose()
+            .map_err(slice)?;
+        let online = online
+            .as_ref()
+            .map(|a| a.as_slice())
+            .transpose()
+            .map_err(slice)?;
+        py.detach(|| {
+            for t in &tag_names {
+                crate::registry::check_key("tag", t)?;
+            }
+            let mut reg = self.inner.write();
+            let tag_ids = tag_names.iter().map(|t| reg.intern_tag(t)).collect();
+            let cols = Columns::from_arrays(Arrays {
+                rid_bytes,
+                rid_offsets,
+                platform,
+                vendor,
+                tag_ids,
+                tag_indptr,
+                tag_indices,
+                alias_bytes,
+                alias_offsets,
+                online,
+            })?;
+            reg.apply_columns(&cols)
+        })
+        .or_raise(py)
+    }
+
+    fn add_segment(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        registration_ids: Vec<String>,
+    ) -> PyResult<u64> {
+        py.detach(|| {
+            let mut reg = self.inner.write();
+            let mut ids: Vec<u32> = registration_ids
+                .iter()
+                .filter_map(|r| reg.device_id(r))
+                .collect();
+            ids.sort_unstable();
+            reg.add_static_segment(name, Bitmap::of(&ids))
+        })
+        .or_raise(py)
+    }
+
+    fn add_segment_bitmap(&self, py: Python<'_>, name: &str, portable: &[u8]) -> PyResult<u64> {
+        let members = from_portable(py, portable)?;
+        py.detach(|| self.inner.write().add_static_segment(name, members))
+            .or_raise(py)
+    }
+
+    fn add_dynamic_segment(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        audience: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let spec = self::audience(audience)?;
+        py.detach(|| self.inner.write().add_dynamic_segment(name, spec))
+            .or_raise(py)
+    }
+
+    fn add_abtest(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        base: &Bound<'_, PyAny>,
+        groups: Vec<(String, u32)>,
+    ) -> PyResult<()> {
+        let spec = audience(base)?;
+        py.detach(|| self.inner.write().add_abtest(name, spec, &groups))
+            .or_raise(py)
+    }
+
+    #[pyo3(signature = (audience, platforms=None))]
+    fn resolve(
+        &self,
+        py: Python<'_>,
+        audience: &Bound<'_, PyAny>,
+        platforms: Option<Vec<String>>,
+    ) -> PyResult<PyResolution> {
+        let spec = self::audience(audience)?;
+        let ps = self::platforms(py, platforms)?;
+        let bitmap = py
+            .detach(|| {
+                let reg = self.inner.read();
+                expr::compile(&reg, &spec, ps.as_deref()).map(|e| eval::evaluate(e, None))
+            })
+            .or_raise(py)?;
+        Ok(PyResolution {
+            bitmap,
+            registry: self.inner.clone(),
+            spec,
+            platforms: ps,
+        })
+    }
+
+    #[pyo3(signature = (audience, platforms=None))]
+    fn count(
+        &self,
+        py: Python<'_>,
+        audience: &Bound<'_, PyAny>,
+        platforms: Option<Vec<String>>,
+    ) -> PyResult<u64> {
+        let spec = self::audience(audience)?;
+        let ps = self::platforms(py, platforms)?;
+        py.detach(|| {
+            let reg = self.inner.read();
+            expr::compile(&reg, &spec, ps.as_deref()).map(eval::count)
+        })
+        .or_raise(py)
+    }
+
+    #[pyo3(signature = (audience, platforms=None))]
+    fn _kernel_floor(
+        &self,
+        py: Python<'_>,
+        audience: &Bound<'_, PyAny>,
+        platforms: Option<Vec<String>>,
+    ) -> PyResult<u64> {
+        let spec = self::audience(audience)?;
+        let ps = self::platforms(py, platforms)?;
+        py.detach(|| {
+            let reg = self.inner.read();
+            expr::compile(&reg, &spec, ps.as_deref()).map(|e| eval::naive(e).cardinality())
+        })
+        .or_raise(py)
+    }
+
+    fn tag_members(&self, py: Python<'_>, tag: &str) -> Py<PyBytes> {
+        let b = py.detach(|| {
+            self.inner
+                .read()
+                .tag_bitmap(tag)
+                .cloned()
+                .unwrap_or_default()
+        });
+        portable(py, &b)
+    }
+
+    fn set_tag_members(&self, py: Python<'_>, tag: &str, portable: &[u8]) -> PyResult<()> {
+        let members = from_portable(py, portable)?;
+        py.detach(|| self.inner.write().set_tag_members(tag, &members))
+            .or_raise(py)
+    }
+
+    fn memory_usage(&self) -> HashMap<&'static str, usize> {
+        self.inner.read().memory_usage().into_iter().collect()
+    }
+
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| {
+            // Encode under the read lock, write after releasing it.
+            let data = snapshot::encode(&self.inner.read());
+            snapshot::write_atomic(&path, &data)
+        })
+        .or_raise(py)
+    }
+
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<PyRegistry> {
+        let reg = py.detach(|| snapshot::load(&path)).or_raise(py)?;
+        Ok(PyRegistry {
+            inner: Arc::new(RwLock::new(reg)),
+        })
+    }
+}
+
+/// The devices an audience reaches.
+#[pyclass(name = "Resolution", module = "reach._core", frozen)]
+pub struct PyResolution {
+    bitmap: Bitmap,
+    registry: Shared,
+    spec: AudienceSpec,
+    platforms: Option<Vec<Platform>>,
+}
+
+#[pymethods]
+impl PyResolution {
+    fn __len__(&self) -> usize {
+        self.bitmap.cardinality() as usize
+    }
+
+    /// The interned device ids, ascending.
+    fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
+        let v = py.detach(|| self.bitmap.to_vec());
+        ids_array(py, v)
+    }
+
+    fn registration_ids(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| strings(&self.registry, &self.bitmap.to_vec()))
+    }
+
+    fn to_bytes(&self, py: Python<'_>) -> Py<PyBytes> {
+        portable(py, &self.bitmap)
+    }
+
+    #[pyo3(signature = (max_size=1000, apns_production=true))]
+    fn batches(
+        &self,
+        py: Python<'_>,
+        max_size: usize,
+        apns_production: bool,
+    ) -> PyResult<Vec<PyBatch>> {
+        let bs = py.detach(|| {
+            route::batches(
+                &self.registry.read(),
+                &self.bitmap,
+                max_size,
+                apns_production,
+            )
+        });
+        Ok(bs
+            .into_iter()
+            .map(|b| PyBatch {
+                platform: b.platform,
+                vendor: b.vendor,
+                apns_production: b.apns_production,
+                len: b.ids.len(),
+                ids: ids_array(py, b.ids).unbind(),
+                registry: self.registry.clone(),
+            })
+            .collect())
+    }
+
+    /// The plan with the size of every step. Re-evaluates the audience against the registry
+    /// as it is now (it may have changed since the resolution was made).
+    fn explain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let steps = py
+            .detach(|| {
+                let reg = self.registry.read();
+                let mut steps: Vec<Step> = Vec::new();
+                expr::compile(&reg, &self.spec, self.platforms.as_deref())
+                    .map(|e| eval::evaluate(e, Some(&mut steps)))
+                    .map(|_| steps)
+            })
+            .or_raise(py)?;
+        steps
+            .into_iter()
+            .map(|s| {
+                let d = PyDict::new(py);
+                d.set_item("step", s.op)?;
+                d.set_item("operand", s.operand)?;
+                d.set_item("operand_size", s.operand_size)?;
+                d.set_item("result", s.result)?;
+                Ok(d)
+            })
+            .collect()
+    }
+}
+
+/// One delivery batch.
+#[pyclass(name = "Batch", module = "reach._core", frozen)]
+pub struct PyBatch {
+    platform: Platform,
+    vendor: Option<Vendor>,
+    apns_production: Option<bool>,
+    ids: Py<PyArray1<u32>>,
+    len: usize,
+    registry: Shared,
+}
+
+#[pymethods]
+impl PyBatch {
+    #[getter]
+    fn platform(&self) -> &'static str {
+        self.platform.name()
+    }
+    #[getter]
+    fn vendor(&self) -> Option<&'static str> {
+        self.vendor.map(Vendor::name)
+    }
+    #[getter]
+    fn apns_production(&self) -> Option<bool> {
+        self.apns_production
+    }
+    #[getter]
+    fn ids(&self, py: Python<'_>) -> Py<PyArray1<u32>> {
+        self.ids.clone_ref(py)
+    }
+    fn registration_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let ids: Vec<u32> = self
+            .ids
+            .bind(py)
+            .readonly()
+            .as_slice()
+            .map(<[u32]>::to_vec)
+            .unwrap_or_default();
+        Ok(strings(&self.registry, &ids))
+    }
+    fn __len__(&self) -> usize {
+        self.len
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Batch(platform={:?}, vendor={:?}, size={})",
+            self.platform.name(),
+            self.vendor.map(Vendor::name),
+            self.len
+        )
+    }
+}
+
+#[pymodule(gil_used = false)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let py = m.py();
+    m.add(
+        "PLATFORMS",
+        PyTuple::new(py, Platform::ALL.iter().map(|p| p.name()))?,
+    )?;
+    m.add(
+        "VENDORS",
+        PyTuple::new(py, Vendor::ALL.iter().map(|v| v.name()))?,
+    )?;
+    m.add_class::<PyRegistry>()?;
+    m.add_class::<PyResolution>()?;
+    m.add_class::<PyBatch>()?;
+    Ok(())
+}
