@@ -131,8 +131,9 @@ pub fn compile<'r>(
     }
     let mut positive = Vec::new();
     let mut negative = Vec::new();
-    // Operands that are not subsets of `live` (see the registry invariants).
-    let mut needs_live = spec.all;
+    // Static segments are the only operands that may hold deleted devices (see the registry
+    // invariants); `live` is needed when nothing else bounds the result.
+    let mut static_segments = 0;
 
     if !spec.tag.is_empty() {
         let bms: Vec<&Bitmap> = spec.tag.iter().filter_map(|t| reg.tag_bitmap(t)).collect();
@@ -177,8 +178,7 @@ pub fn compile<'r>(
     for s in &spec.segment {
         let operand = match reg.segments.get(s) {
             Some(Segment::Static(b)) => {
-                // Static members may have been deleted since the segment was made.
-                needs_live = true;
+                static_segments += 1;
                 Operand::One(b)
             }
             Some(Segment::Dynamic(saved)) => {
@@ -204,7 +204,7 @@ pub fn compile<'r>(
             positive.push(term(format!("platform {names:?}"), Operand::Disjoint(bms)));
         }
     }
-    if needs_live || positive.is_empty() {
+    if positive.len() == static_segments {
         positive.push(term("live devices".into(), Operand::One(reg.live())));
     }
     Ok(Expr { positive, negative })
