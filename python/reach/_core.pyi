@@ -6,12 +6,13 @@ from typing import Protocol, final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["PLATFORMS", "VENDORS", "Batch", "Registry", "Resolution", "__version__"]
 __version__: str
 
 PLATFORMS: tuple[str, ...]
 """Device platforms, in the order of their numeric codes (``load_arrays``'s ``platform``)."""
 VENDORS: tuple[str, ...]
-"""Android vendor channels; code 0 is "none" (the vendor's own long connection), then 1.. in order."""
+"""Android vendor channels; code 0 is none (own long connection), code i+1 is VENDORS[i]."""
 
 class AudienceLike(Protocol):
     """What the core reads from a validated audience (``reach.jpush.Audience`` is one)."""
@@ -70,7 +71,7 @@ class Registry:
         registration_id: str,
         platform: str,
         vendor: str | None = None,
-        tags: Sequence[str] = (),
+        tags: Sequence[str] = ...,
         alias: str | None = None,
         mobile: str | None = None,
         online: bool = False,
@@ -91,7 +92,7 @@ class Registry:
         rid_offsets: npt.NDArray[np.uint64],
         platform: npt.NDArray[np.uint8],
         vendor: npt.NDArray[np.uint8] | None = None,
-        tag_names: Sequence[str] = (),
+        tag_names: Sequence[str] = ...,
         tag_indptr: npt.NDArray[np.uint64] | None = None,
         tag_indices: npt.NDArray[np.uint32] | None = None,
         alias_bytes: npt.NDArray[np.uint8] | None = None,

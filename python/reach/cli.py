@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .registry import Registry
 
@@ -18,7 +19,7 @@ def _demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     reg = build_demo(args.devices, seed=args.seed)
     print(f"loaded {len(reg):,} demo devices in {time.perf_counter() - t0:.2f} s")
-    pushes = [
+    pushes: list[dict[str, Any]] = [
         {"platform": ["android", "ios"], "audience": "all"},
         {"platform": "all", "audience": {"tag": ["深圳", "北京"], "tag_not": ["vip"]}},
         {"platform": ["android"], "audience": {"tag_and": ["深圳", "female"]}},

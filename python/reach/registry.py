@@ -6,9 +6,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-
-
 from . import _core
 from .errors import PushError
 from .jpush import Audience, PushRequest, parse_audience, parse_platform, parse_push
@@ -66,7 +63,9 @@ class Registry:
         online: bool = False,
     ) -> int:
         """Insert or replace a device; afterwards its attributes are exactly these. Its id."""
-        return self._core.upsert(registration_id, platform, vendor, list(tags), alias, mobile, online)
+        return self._core.upsert(
+            registration_id, platform, vendor, list(tags), alias, mobile, online
+        )
 
     def add_tags(self, registration_id: str, tags: Sequence[str]) -> None:
         self._core.add_tags(registration_id, list(tags))
@@ -185,5 +184,3 @@ class Registry:
 
 def _platforms(platform: tuple[str, ...] | None) -> list[str] | None:
     return None if platform is None else list(platform)
-
-
