@@ -1,0 +1,244 @@
+"""The registry's Python API: bulk loads, refusals that change nothing, snapshots, interop,
+batches, explain, and mutations racing with resolutions on other threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reach import PLATFORMS, VENDORS, LoadError, PushError, Registry, SnapshotError
+
+PUSH = {"platform": "all", "notification": {"alert": "hi"}}
+
+
+def small() -> Registry:
+    reg = Registry()
+    reg.upsert("a1", "android", vendor="hms", tags=["深圳", "vip"], alias="u1", online=True)
+    reg.upsert("a2", "android", tags=["深圳"], alias="u1")
+    reg.upsert("i1", "ios", tags=["北京", "vip"], alias="u2", mobile="13800000000")
+    reg.upsert("w1", "winphone", tags=["北京"])
+    return reg
+
+
+def snapshot_of(reg: Registry) -> dict[str, object]:
+    rids = ["a1", "a2", "i1", "w1", "new"]
+    return {
+        "devices": [reg.device(r) for r in rids],
+        "len": len(reg),
+        "tags": sorted(reg.tags()),
+    }
+
+
+def test_resolve_push_object_and_batches() -> None:
+    reg = small()
+    res = reg.resolve({**PUSH, "audience": {"tag": ["深圳", "北京"], "tag_not": ["vip"]}})
+    assert res.registration_ids() == ["a2", "w1"]
+    assert res.ids().dtype == np.uint32
+    assert res.ids().tolist() == [1, 3]
+    batches = res.batches(max_size=1)
+    assert [(b.platform, b.vendor, len(b)) for b in batches] == [
+        ("android", None, 1),
+        ("winphone", None, 1),
+    ]
+    res = reg.resolve({**PUSH, "audience": "all", "options": {"apns_production": False}})
+    by = {(b.platform, b.vendor): b for b in res.batches(apns_production=False)}
+    assert by[("ios", None)].apns_production is False
+    assert by[("android", "hms")].registration_ids() == ["a1"]
+    assert by[("android", None)].apns_production is None
+
+
+def test_no_target_is_1011_and_unknown_segment_1003() -> None:
+    reg = small()
+    with pytest.raises(PushError) as e:
+        reg.resolve({**PUSH, "audience": {"alias": ["nobody"]}})
+    assert (e.value.code, e.value.http_status) == (1011, 400)
+    with pytest.raises(PushError) as e:
+        reg.resolve({**PUSH, "audience": {"segment": ["nope"]}})
+    assert e.value.code == 1003
+    with pytest.raises(PushError) as e:
+        reg.resolve({**PUSH, "audience": {"abtest": ["nope"]}})
+    assert e.value.code == 1003
+
+
+def test_explain_counts_every_step() -> None:
+    reg = small()
+    res = reg.resolve_audience({"tag": ["深圳", "北京"], "tag_and": ["vip"]}, ["android", "ios"])
+    steps = res.explain()
+    assert [s["step"] for s in steps] == ["start", "and_any", "and_any"]
+    assert steps[0]["operand"] == 'tag_and "vip"'
+    assert steps[0]["result"] == 2
+    assert steps[-1]["result"] == len(res) == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.upsert("new", "symbian"),
+        lambda r: r.upsert("new", "ios", vendor="hms"),
+        lambda r: r.upsert("new", "android", vendor="nokia"),
+        lambda r: r.upsert("", "android"),
+        lambda r: r.upsert("new", "android", tags=["ok", ""]),
+        lambda r: r.upsert("new", "android", alias="x" * 300),
+        lambda r: r.add_tags("missing", ["t"]),
+        lambda r: r.add_tags("a1", ["t", ""]),
+        lambda r: r.set_alias("missing", "u"),
+        lambda r: r.set_online("missing", True),
+        lambda r: r.set_mobile("missing", "1"),
+        lambda r: r.add_abtest("t", "all", {"a": 60, "b": 50}),
+        lambda r: r.add_abtest("t", "all", {}),
+        lambda r: r.add_segment("s", audience={"segment": ["x"]}),
+        lambda r: r.add_segment("s", bitmap=b"not a bitmap"),
+        lambda r: r.set_tag_members("t", b"\x00\x01"),
+    ],
+)
+def test_refusals_raise_push_error_and_change_nothing(call: object) -> None:
+    reg = small()
+    before = snapshot_of(reg)
+    with pytest.raises(PushError) as e:
+        call(reg)  # type: ignore[operator]
+    assert e.value.code == 1003
+    assert snapshot_of(reg) == before
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    return path
+
+
+def test_jsonl_load_and_refusal(tmp_path: Path) -> None:
+    reg = Registry()
+    rows: list[dict[str, object]] = [
+        {"registration_id": "r1", "platform": "android", "vendor": "oppo", "tags": ["深圳"]},
+        {"registration_id": "r2", "platform": "ios", "alias": "u", "online": True},
+    ]
+    assert reg.load_jsonl(write_jsonl(tmp_path / "d.jsonl", rows)) == 2
+    assert reg.device("r1") == {
+        "registration_id": "r1",
+        "platform": "android",
+        "vendor": "oppo",
+        "tags": ["深圳"],
+        "alias": None,
+        "mobile": None,
+        "online": False,
+    }
+    bad = [*rows, {"registration_id": "r3", "platform": "ios", "tags": "not-a-list"}]
+    with pytest.raises(LoadError, match="line 3"):
+        reg.load_jsonl(write_jsonl(tmp_path / "bad.jsonl", bad))
+    assert reg.device("r3") is None
+    assert len(reg) == 2
+    with pytest.raises(OSError):
+        reg.load_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_numpy_load_matches_upserts() -> None:
+    rids = [f"r{i}" for i in range(6)]
+    rid_bytes = np.frombuffer("".join(rids).encode(), dtype=np.uint8)
+    rid_offsets = np.cumsum([0, *(len(r) for r in rids)]).astype(np.uint64)
+    platform = np.array([0, 0, 1, 2, 5, 0], dtype=np.uint8)
+    vendor = np.array([1, 0, 0, 0, 0, 7], dtype=np.uint8)
+    tag_indptr = np.array([0, 2, 2, 3, 3, 3, 4], dtype=np.uint64)
+    tag_indices = np.array([0, 1, 1, 0], dtype=np.uint32)
+    aliases = ["u1", "", "u1", "", "u2", ""]
+    alias_bytes = np.frombuffer("".join(aliases).encode(), dtype=np.uint8)
+    alias_offsets = np.cumsum([0, *(len(a) for a in aliases)]).astype(np.uint64)
+    online = np.array([True, False, False, True, False, False])
+    reg = Registry()
+    n = reg.load_arrays(
+        rid_bytes=rid_bytes,
+        rid_offsets=rid_offsets,
+        platform=platform,
+        vendor=vendor,
+        tag_names=["x", "深圳"],
+        tag_indptr=tag_indptr,
+        tag_indices=tag_indices,
+        alias_bytes=alias_bytes,
+        alias_offsets=alias_offsets,
+        online=online,
+    )
+    assert n == 6
+    want = Registry()
+    tags = [["x", "深圳"], [], ["深圳"], [], [], ["x"]]
+    for i, r in enumerate(rids):
+        v = VENDORS[vendor[i] - 1] if vendor[i] else None
+        want.upsert(r, PLATFORMS[platform[i]], v, tags[i], aliases[i] or None, None, online[i])
+    for r in rids:
+        assert reg.device(r) == want.device(r)
+    bad_platform = np.array([0, 0, 1, 2, 9, 0], dtype=np.uint8)
+    with pytest.raises(LoadError):
+        reg.load_arrays(rid_bytes=rid_bytes, rid_offsets=rid_offsets, platform=bad_platform)
+    assert len(reg) == 6
+
+
+def test_snapshot_round_trip_and_corruption(tmp_path: Path) -> None:
+    reg = small()
+    reg.delete("w1")
+    reg.add_segment("s", registration_ids=["a1", "i1"])
+    reg.add_segment("d", audience={"tag": ["北京"]})
+    reg.add_abtest("ab", "all", {"x": 50, "y": 50})
+    path = tmp_path / "reg.snap"
+    reg.save(path)
+    back = Registry.load(path)
+    assert snapshot_of(back) == snapshot_of(reg)
+    for aud in ({"segment": ["s"]}, {"segment": ["d"]}, {"abtest": ["ab:x"]}, "all"):
+        assert back.resolve_audience(aud).registration_ids() == (
+            reg.resolve_audience(aud).registration_ids()
+        )
+    data = path.read_bytes()
+    for broken in (data[: len(data) // 2], data[:-1], data[:10], b"", b"garbage" * 10):
+        path.write_bytes(broken)
+        with pytest.raises(SnapshotError):
+            Registry.load(path)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(SnapshotError, match="checksum"):
+        Registry.load(path)
+
+
+def test_pyroaring_interop() -> None:
+    pyroaring = pytest.importorskip("pyroaring")
+    reg = small()
+    res = reg.resolve_audience({"tag": ["vip"]})
+    bm = pyroaring.BitMap.deserialize(res.to_bytes())
+    assert list(bm) == res.ids().tolist() == [0, 2]
+    assert list(pyroaring.BitMap.deserialize(reg.tag_members("深圳"))) == [0, 1]
+    reg.set_tag_members("picked", pyroaring.BitMap([1, 3, 99]))
+    # Ids that are not live devices are dropped.
+    assert reg.resolve_audience({"tag": ["picked"]}).registration_ids() == ["a2", "w1"]
+    reg.add_segment("seg", bitmap=pyroaring.BitMap([0, 3]))
+    assert reg.resolve_audience({"segment": ["seg"]}).registration_ids() == ["a1", "w1"]
+
+
+def test_readers_never_see_a_half_applied_update() -> None:
+    """One device moves between two tag sets while other threads resolve: every resolution
+    sees it in exactly one of them."""
+    reg = Registry()
+    for i in range(2000):
+        reg.upsert(f"d{i}", "android", tags=["a"] if i % 2 else ["b"])
+    stop = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                seen.append(len(reg.resolve_audience({"tag": ["a", "b"]})))
+                seen.append(reg.count_audience({"tag_and": ["a", "b"]}))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(3000):
+        rid = f"d{i % 2000}"
+        reg.upsert(rid, "android", tags=["a"] if i % 3 else ["b"])
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors
+    assert seen and set(seen) <= {2000, 0}
