@@ -336,7 +336,7 @@ def parse_push(obj: object) -> PushRequest:
         raise PushError(1003, "message: Windows Phone does not support custom messages")
     sms = _parse_sms_message(top["sms_message"]) if "sms_message" in top else None
     options = parse_options(top["options"]) if "options" in top else Options()
-    cid = _get_str(top, "cid", "") if "cid" in top else None
+    cid = _get_str(top, "cid", "")
     if cid is not None and not 0 < len(cid) <= _CID_MAX:
         # The format is {appkey}-{uuid}; the emulator checks the appkey part against the app.
         raise PushError(1003, f"cid must be a non-empty string of at most {_CID_MAX} characters")
@@ -674,9 +674,8 @@ def _check_sizes(req: PushRequest) -> None:
         ios = note.for_platform("ios") if note is not None else None
         if ios is not None:
             # The seed counts the text `"ios":{...}`, key included.
-            _check_size(
-                '"ios":{...} notification', 6 + _json_size(ios), _IOS_NOTIFICATION_MAX_BYTES
-            )
+            size = len('"ios":') + _json_size(ios)
+            _check_size('"ios":{...} notification', size, _IOS_NOTIFICATION_MAX_BYTES)
         if message is not None:
             _check_size("ios message", _json_size(message), _IOS_MESSAGE_MAX_BYTES)
     if req.targets("winphone") and note is not None:
