@@ -625,7 +625,11 @@ def _all_valid_ascii(value: Sequence[object], rule: Callable[[str, str], None] |
     """Whether every value is an ASCII string that ``rule`` accepts, checked in one pass."""
     if rule is None or not value:
         return False
-    pattern = {_check_name: _ASCII_NAMES_RE, _check_registration_id: _ASCII_IDS_RE}.get(rule)
+    patterns: dict[Callable[[str, str], None], re.Pattern[str]] = {
+        _check_name: _ASCII_NAMES_RE,
+        _check_registration_id: _ASCII_IDS_RE,
+    }
+    pattern = patterns.get(rule)
     if pattern is None:
         return False
     try:
