@@ -5,9 +5,13 @@
 //! last. While the running set is small next to a union, the union is never built: the set is
 //! probed against each of the union's bitmaps instead, so a request with 1000 aliases touches
 //! only the containers those devices fall in, not the millions of members of its tags.
+//! Once the running set is down to a few thousand devices (`SMALL`), it is kept as a sorted
+//! id list and every further operand is applied by membership tests, which cost a few
+//! nanoseconds per id instead of an allocation and a merge per container.
 
 use crate::expr::{Expr, Operand, Term};
 use croaring::Bitmap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One step of a plan, for `explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,18 +25,63 @@ pub struct Step {
     pub result: u64,
 }
 
+/// Below this size the running result is a sorted id list (see the module doc).
+pub const SMALL: u64 = 4096;
+
+/// The threshold in force: `SMALL` unless a test moves it to drive both representations
+/// over small registries. It only chooses a path, never changes a result.
+static SMALL_THRESHOLD: AtomicU64 = AtomicU64::new(SMALL);
+
+/// Set the size below which results become id lists (for tests).
+pub fn set_small_threshold(n: u64) {
+    SMALL_THRESHOLD.store(n, Ordering::Relaxed);
+}
+
+fn small() -> u64 {
+    SMALL_THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// Membership tests of ascending ids against one bitmap. CRoaring's bulk context remembers
+/// the last container, so consecutive ids of one container skip the container search.
+struct Probe<'b> {
+    bitmap: &'b Bitmap,
+    ctx: croaring_sys::roaring_bulk_context_t,
+}
+
+impl<'b> Probe<'b> {
+    fn new(bitmap: &'b Bitmap) -> Self {
+        // SAFETY: a zeroed context is the documented initial state.
+        Probe {
+            bitmap,
+            ctx: unsafe { std::mem::zeroed() },
+        }
+    }
+
+    fn contains(&mut self, id: u32) -> bool {
+        // SAFETY: `Bitmap` is `repr(transparent)` over `roaring_bitmap_t` (croaring documents
+        // this to allow views), and the bitmap is borrowed, so not modified, for the probe's
+        // life, which the context requires.
+        unsafe {
+            let raw = self.bitmap as *const Bitmap as *const croaring_sys::roaring_bitmap_t;
+            croaring_sys::roaring_bitmap_contains_bulk(raw, &mut self.ctx, id)
+        }
+    }
+}
+
 /// The running result: borrowed from the registry until an operation makes a new bitmap, so
-/// that a plan of one operand copies nothing until asked.
+/// that a plan of one operand copies nothing until asked; a sorted id list once small.
 enum Acc<'r> {
     Borrowed(&'r Bitmap),
     Owned(Bitmap),
+    Ids(Vec<u32>),
 }
 
 impl<'r> Acc<'r> {
-    fn get(&self) -> &Bitmap {
+    fn len(&self) -> u64 {
         match self {
-            Acc::Borrowed(b) => b,
-            Acc::Owned(b) => b,
+            Acc::Borrowed(b) => b.cardinality(),
+            Acc::Owned(b) => b.cardinality(),
+            Acc::Ids(v) => v.len() as u64,
         }
     }
 
@@ -40,7 +89,23 @@ impl<'r> Acc<'r> {
         match self {
             Acc::Borrowed(b) => b.clone(),
             Acc::Owned(b) => b,
+            Acc::Ids(v) => Bitmap::of(&v),
         }
+    }
+
+    /// Switch to an id list when small.
+    fn compact(self) -> Acc<'r> {
+        match self {
+            Acc::Owned(b) if b.cardinality() <= small() => Acc::Ids(b.to_vec()),
+            Acc::Borrowed(b) if b.cardinality() <= small() => Acc::Ids(b.to_vec()),
+            other => other,
+        }
+    }
+
+    /// Keep the ids for which `keep` holds (id lists only).
+    fn retain(mut ids: Vec<u32>, keep: impl FnMut(&u32) -> bool) -> Acc<'r> {
+        ids.retain(keep);
+        Acc::Ids(ids)
     }
 
     fn and(self, other: &Bitmap) -> Acc<'r> {
@@ -50,7 +115,12 @@ impl<'r> Acc<'r> {
                 b.and_inplace(other);
                 Acc::Owned(b)
             }
+            Acc::Ids(v) => {
+                let mut p = Probe::new(other);
+                Self::retain(v, |&d| p.contains(d))
+            }
         }
+        .compact()
     }
 
     fn andnot(self, other: &Bitmap) -> Acc<'r> {
@@ -60,7 +130,12 @@ impl<'r> Acc<'r> {
                 b.andnot_inplace(other);
                 Acc::Owned(b)
             }
+            Acc::Ids(v) => {
+                let mut p = Probe::new(other);
+                Self::retain(v, |&d| !p.contains(d))
+            }
         }
+        .compact()
     }
 }
 
@@ -83,13 +158,21 @@ fn start(op: Operand<'_>) -> Acc<'_> {
 /// `acc ∩ (b1 ∪ b2 ∪ ...)`. When `acc` is small next to the union, probe: take from what is
 /// left of `acc` the part in each bitmap, largest first, and stop when nothing is left.
 fn and_any<'r>(acc: Acc<'r>, bms: &[&Bitmap], union_size: u64) -> Acc<'r> {
-    let n = acc.get().cardinality();
+    if let [one] = bms {
+        return acc.and(one);
+    }
+    let mut bms = bms.to_vec();
+    // Largest first: most ids are found, and stop being tested, early.
+    bms.sort_unstable_by_key(|b| std::cmp::Reverse(b.cardinality()));
+    if let Acc::Ids(v) = acc {
+        let mut probes: Vec<Probe> = bms.into_iter().map(Probe::new).collect();
+        return Acc::retain(v, |&d| probes.iter_mut().any(|p| p.contains(d)));
+    }
+    let n = acc.len();
     if n.saturating_mul(bms.len() as u64) > union_size {
-        return acc.and(&union(bms));
+        return acc.and(&union(&bms));
     }
     let mut rest = acc.into_owned();
-    let mut bms = bms.to_vec();
-    bms.sort_unstable_by_key(|b| std::cmp::Reverse(b.cardinality()));
     let mut out = Bitmap::new();
     for b in bms {
         if rest.is_empty() {
@@ -101,7 +184,7 @@ fn and_any<'r>(acc: Acc<'r>, bms: &[&Bitmap], union_size: u64) -> Acc<'r> {
             out.or_inplace(&part);
         }
     }
-    Acc::Owned(out)
+    Acc::Owned(out).compact()
 }
 
 fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
@@ -129,40 +212,73 @@ fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 }
 
 /// Evaluate `expr`; with `trace`, record every step with its sizes.
-pub fn evaluate(expr: Expr<'_>, mut trace: Option<&mut Vec<Step>>) -> Bitmap {
+///
+/// Unions that the plan will build whole (the running set cannot get small enough to probe
+/// them) are built on another core while this one runs the intersections and subtractions.
+pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
     let (pos, neg) = plan(expr);
     let mut pos = pos.into_iter();
     let (first, first_size) = pos
         .next()
         .expect("a compiled audience has a positive operand");
-    let mut acc = start(first.operand);
-    let mut record = |op: &'static str, label: String, size: u64, acc: &Acc| {
-        if let Some(t) = trace.as_deref_mut() {
-            t.push(Step {
-                op,
-                operand: label,
-                operand_size: size,
-                result: acc.get().cardinality(),
-            });
-        }
-    };
-    record("start", first.label, first_size, &acc);
     let (singles, unions): (Vec<_>, Vec<_>) =
         pos.partition(|(t, _)| !matches!(t.operand, Operand::AnyOf(_) | Operand::Disjoint(_)));
-    for (t, n) in singles {
-        acc = apply(acc, t.operand, n);
-        record("and", t.label, n, &acc);
-    }
-    for t in neg {
-        let n = t.operand.estimate();
-        if let Operand::One(b) = t.operand {
-            acc = acc.andnot(b);
+    // The running set never exceeds the first operand, so this predicts the union path.
+    let whole = |t: &Term, n: u64| match &t.operand {
+        Operand::AnyOf(v) | Operand::Disjoint(v) => {
+            v.len() > 1 && first_size.saturating_mul(v.len() as u64) > n
         }
-        record("andnot", t.label, n, &acc);
+        _ => false,
+    };
+    let ((mut acc, mut steps), prebuilt) = rayon::join(
+        || {
+            let mut steps = Vec::new();
+            let mut acc = start(first.operand).compact();
+            steps.push(("start", first.label, first_size, acc.len()));
+            for (t, n) in singles {
+                acc = apply(acc, t.operand, n);
+                steps.push(("and", t.label, n, acc.len()));
+            }
+            for t in neg {
+                let n = t.operand.estimate();
+                if let Operand::One(b) = t.operand {
+                    acc = acc.andnot(b);
+                }
+                steps.push(("andnot", t.label, n, acc.len()));
+            }
+            (acc, steps)
+        },
+        || {
+            unions
+                .into_iter()
+                .map(|(t, n)| {
+                    let built = match &t.operand {
+                        Operand::AnyOf(v) | Operand::Disjoint(v) if whole(&t, n) => Some(union(v)),
+                        _ => None,
+                    };
+                    (t, n, built)
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    for (t, n, built) in prebuilt {
+        acc = match built {
+            Some(u) => acc.and(&u),
+            None => apply(acc, t.operand, n),
+        };
+        steps.push(("and_any", t.label, n, acc.len()));
     }
-    for (t, n) in unions {
-        acc = apply(acc, t.operand, n);
-        record("and_any", t.label, n, &acc);
+    if let Some(trace) = trace {
+        trace.extend(
+            steps
+                .into_iter()
+                .map(|(op, operand, operand_size, result)| Step {
+                    op,
+                    operand,
+                    operand_size,
+                    result,
+                }),
+        );
     }
     acc.into_owned()
 }
@@ -301,11 +417,13 @@ mod tests {
             rid in names(&["r0", "r1", "r5", "r50", "r150", "none"]),
             all in any::<bool>(),
             plat in proptest::option::of(proptest::sample::subsequence(Platform::ALL, 1..=3)),
+            small_at in prop_oneof![Just(0u64), Just(8), Just(SMALL)],
         ) {
             let r = registry(&devs);
             let spec = AudienceSpec { all, tag, tag_and, tag_not, alias, registration_id: rid,
                                       ..Default::default() };
             prop_assume!(!spec.is_empty());
+            set_small_threshold(small_at);
             let want = model(&devs, &spec, plat.as_deref());
             let got: BTreeSet<u32> =
                 evaluate(compile(&r, &spec, plat.as_deref()).unwrap(), None).iter().collect();
@@ -329,7 +447,9 @@ mod tests {
         let small = Bitmap::of(&[5, 150_000, 299_999, 700_000, 900_001]);
         let probed = and_any(Acc::Owned(small.clone()), &refs, u64::MAX).into_owned();
         let unioned = and_any(Acc::Owned(small.clone()), &refs, 0).into_owned();
+        let listed = and_any(Acc::Ids(small.to_vec()), &refs, 0).into_owned();
         assert_eq!(probed, unioned);
+        assert_eq!(probed, listed);
         assert_eq!(probed.to_vec(), vec![5, 150_000, 299_999]);
     }
 }

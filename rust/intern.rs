@@ -20,12 +20,11 @@ pub struct Interner {
     hasher: DefaultHashBuilder,
 }
 
-/// String `id` of an arena: `ends[id-1]..ends[id]`. Only whole `&str`s are appended and
-/// `from_parts` checks every span, so the span is valid UTF-8.
-fn span<'a>(arena: &'a [u8], ends: &[u32], id: u32) -> &'a str {
+/// The bytes of string `id` of an arena: `ends[id-1]..ends[id]`.
+fn span<'a>(arena: &'a [u8], ends: &[u32], id: u32) -> &'a [u8] {
     let i = id as usize;
     let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-    std::str::from_utf8(&arena[start..ends[i] as usize]).expect("arena holds UTF-8")
+    &arena[start..ends[i] as usize]
 }
 
 impl Interner {
@@ -44,13 +43,15 @@ impl Interner {
 
     /// The string of `id`. Panics if `id` was never assigned.
     pub fn get(&self, id: u32) -> &str {
-        span(&self.arena, &self.ends, id)
+        let bytes = span(&self.arena, &self.ends, id);
+        // SAFETY: only whole `&str`s are appended to the arena, and `from_parts` checks that
+        // every span of a loaded arena is UTF-8, so every span is valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     /// The id of `s`, if interned.
     pub fn lookup(&self, s: &str) -> Option<u32> {
-        let h = self.hasher.hash_one(s);
-        self.index.find(h, |&id| self.get(id) == s).copied()
+        self.lookup_hashed(self.hasher.hash_one(s.as_bytes()), s)
     }
 
     /// Whether `extra` more bytes still fit the arena.
@@ -61,7 +62,7 @@ impl Interner {
     /// The id of `s`, interning it if new; the flag says whether it was new.
     /// The caller checks `fits` first: an arena overflow panics.
     pub fn intern(&mut self, s: &str) -> (u32, bool) {
-        let h = self.hasher.hash_one(s);
+        let h = self.hasher.hash_one(s.as_bytes());
         if let Some(id) = self.lookup_hashed(h, s) {
             return (id, false);
         }
@@ -80,7 +81,10 @@ impl Interner {
     }
 
     fn lookup_hashed(&self, h: u64, s: &str) -> Option<u32> {
-        self.index.find(h, |&id| self.get(id) == s).copied()
+        let (arena, ends) = (&self.arena, &self.ends);
+        self.index
+            .find(h, |&id| span(arena, ends, id) == s.as_bytes())
+            .copied()
     }
 
     /// Reserve room for `n` more strings of about `bytes` bytes in all.
@@ -125,8 +129,8 @@ impl Interner {
         };
         out.index.reserve(n, |_| 0);
         for id in 0..n as u32 {
-            let s = span(&out.arena, &out.ends, id);
-            let h = out.hasher.hash_one(s);
+            let s = out.get(id);
+            let h = out.hasher.hash_one(s.as_bytes());
             if out.lookup_hashed(h, s).is_some() {
                 return Err(format!("string {s:?} interned twice"));
             }

@@ -7,8 +7,10 @@
 use crate::error::{Error, Result};
 use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS};
 use rayon::prelude::*;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::fmt;
 
 /// Devices in columns; row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`
 /// (registry tag ids).
@@ -23,51 +25,169 @@ pub struct Columns<'a> {
     pub online: Vec<bool>,
 }
 
-/// One line of `devices.jsonl`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeviceLine<'a> {
-    #[serde(borrow)]
-    registration_id: Cow<'a, str>,
-    #[serde(borrow)]
-    platform: Cow<'a, str>,
-    #[serde(borrow, default)]
-    vendor: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+/// A JSON string, borrowed from the input unless it has escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The device lines of one slice of a JSON Lines file, in columns: no allocation per line
+/// beyond strings with escapes (a chunk is parsed on its own thread).
+#[derive(Default)]
+struct Chunk<'a> {
+    rid: Vec<Cow<'a, str>>,
+    platform: Vec<Platform>,
+    vendor: Vec<Option<Vendor>>,
     tags: Vec<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    alias: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    mobile: Option<Cow<'a, str>>,
-    #[serde(default)]
-    online: bool,
+    tag_ends: Vec<usize>,
+    alias: Vec<Option<Cow<'a, str>>>,
+    mobile: Vec<Option<Cow<'a, str>>>,
+    online: Vec<bool>,
 }
 
-struct Parsed<'a> {
-    line: DeviceLine<'a>,
-    platform: Platform,
-    vendor: Option<Vendor>,
+/// Deserializes one line's object into the chunk's columns.
+struct LineSeed<'c, 'a>(&'c mut Chunk<'a>);
+
+/// Appends a JSON array of strings to the chunk's tag column.
+struct TagsSeed<'c, 'a>(&'c mut Vec<Cow<'a, str>>);
+
+impl<'de> DeserializeSeed<'de> for TagsSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
 }
 
-fn parse_line(text: &[u8]) -> Result<Parsed<'_>> {
-    let line: DeviceLine =
-        serde_json::from_slice(text).map_err(|e| Error::invalid(e.to_string()))?;
-    let platform = Platform::parse(&line.platform)?;
-    let vendor = line.vendor.as_deref().map(Vendor::parse).transpose()?;
-    let tags: Vec<&str> = line.tags.iter().map(|t| t.as_ref()).collect();
-    Registry::check_record(
-        &line.registration_id,
-        platform,
-        vendor,
-        &tags,
-        line.alias.as_deref(),
-        line.mobile.as_deref(),
-    )?;
-    Ok(Parsed {
-        line,
-        platform,
-        vendor,
-    })
+impl<'de> Visitor<'de> for TagsSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of tag strings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while let Some(Str(t)) = seq.next_element()? {
+            self.0.push(t);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a device object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let c = self.0;
+        let tags_before = c.tags.len();
+        let (mut rid, mut platform, mut vendor, mut alias, mut mobile, mut online) =
+            (None, None, None, None, None, None);
+        let mut seen_tags = false;
+        while let Some(Str(key)) = map.next_key()? {
+            let dup = match key.as_ref() {
+                "registration_id" => rid.replace(map.next_value::<Str>()?.0).is_some(),
+                "platform" => platform.replace(map.next_value::<Str>()?.0).is_some(),
+                "vendor" => vendor.replace(map.next_value::<Option<Str>>()?).is_some(),
+                "alias" => alias.replace(map.next_value::<Option<Str>>()?).is_some(),
+                "mobile" => mobile.replace(map.next_value::<Option<Str>>()?).is_some(),
+                "online" => online.replace(map.next_value::<bool>()?).is_some(),
+                "tags" => {
+                    map.next_value_seed(TagsSeed(&mut c.tags))?;
+                    std::mem::replace(&mut seen_tags, true)
+                }
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            };
+            if dup {
+                return Err(de::Error::custom(format!("duplicate field `{key}`")));
+            }
+        }
+        let rid = rid.ok_or_else(|| de::Error::missing_field("registration_id"))?;
+        let platform = platform.ok_or_else(|| de::Error::missing_field("platform"))?;
+        let platform = Platform::parse(&platform).map_err(de::Error::custom)?;
+        let vendor = match vendor.flatten() {
+            Some(Str(v)) => Some(Vendor::parse(&v).map_err(de::Error::custom)?),
+            None => None,
+        };
+        let alias = alias.flatten().map(|s| s.0);
+        let mobile = mobile.flatten().map(|s| s.0);
+        let tags: Vec<&str> = c.tags[tags_before..].iter().map(|t| t.as_ref()).collect();
+        Registry::check_record(
+            &rid,
+            platform,
+            vendor,
+            &tags,
+            alias.as_deref(),
+            mobile.as_deref(),
+        )
+        .map_err(de::Error::custom)?;
+        c.rid.push(rid);
+        c.platform.push(platform);
+        c.vendor.push(vendor);
+        c.tag_ends.push(c.tags.len());
+        c.alias.push(alias);
+        c.mobile.push(mobile);
+        c.online.push(online.unwrap_or(false));
+        Ok(())
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "registration_id",
+    "platform",
+    "vendor",
+    "tags",
+    "alias",
+    "mobile",
+    "online",
+];
+
+/// Parse numbered lines into one chunk; an error names its line (1-based).
+fn parse_chunk<'a>(lines: &[(usize, &'a [u8])]) -> Result<Chunk<'a>> {
+    let mut c = Chunk::default();
+    for &(i, line) in lines {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        LineSeed(&mut c)
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| Error::Load {
+                line: i + 1,
+                message: clean(e.to_string()),
+            })?;
+    }
+    Ok(c)
+}
+
+/// serde_json appends the position within the line; the line number says enough.
+fn clean(m: String) -> String {
+    match m.rfind(" at line ") {
+        Some(i) => m[..i].to_owned(),
+        None => m,
+    }
 }
 
 fn load_error(line: usize, e: Error) -> Error {
@@ -82,37 +202,43 @@ impl Registry {
     /// Load JSON Lines device records (blank lines are skipped); returns the number loaded.
     /// A repeated registration ID is an upsert: the last line wins.
     pub fn load_jsonl(&mut self, data: &[u8]) -> Result<usize> {
+        const CHUNK: usize = 16 * 1024;
         let lines: Vec<(usize, &[u8])> = data
             .split(|&b| b == b'\n')
             .enumerate()
             .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
             .collect();
-        let parsed: Vec<Parsed> = lines
-            .par_iter()
-            .map(|&(i, l)| parse_line(l).map_err(|e| load_error(i + 1, e)))
+        let chunks: Vec<Chunk> = lines
+            .par_chunks(CHUNK)
+            .map(parse_chunk)
             .collect::<Result<_>>()?;
-        let mut tag_indptr = Vec::with_capacity(parsed.len() + 1);
-        let mut tag_ids = Vec::new();
-        tag_indptr.push(0);
-        for p in &parsed {
-            for t in &p.line.tags {
-                tag_ids.push(self.intern_tag(t));
-            }
-            tag_indptr.push(tag_ids.len());
-        }
-        let cols = Columns {
-            rid: parsed
-                .iter()
-                .map(|p| p.line.registration_id.as_ref())
-                .collect(),
-            platform: parsed.iter().map(|p| p.platform).collect(),
-            vendor: parsed.iter().map(|p| p.vendor).collect(),
-            tag_indptr,
-            tag_ids,
-            alias: parsed.iter().map(|p| p.line.alias.as_deref()).collect(),
-            mobile: parsed.iter().map(|p| p.line.mobile.as_deref()).collect(),
-            online: parsed.iter().map(|p| p.line.online).collect(),
+        let n = lines.len();
+        let mut cols = Columns {
+            rid: Vec::with_capacity(n),
+            platform: Vec::with_capacity(n),
+            vendor: Vec::with_capacity(n),
+            tag_indptr: Vec::with_capacity(n + 1),
+            tag_ids: Vec::new(),
+            alias: Vec::with_capacity(n),
+            mobile: Vec::with_capacity(n),
+            online: Vec::with_capacity(n),
         };
+        cols.tag_indptr.push(0);
+        for c in &chunks {
+            cols.rid.extend(c.rid.iter().map(|r| r.as_ref()));
+            cols.platform.extend_from_slice(&c.platform);
+            cols.vendor.extend_from_slice(&c.vendor);
+            cols.alias.extend(c.alias.iter().map(|a| a.as_deref()));
+            cols.mobile.extend(c.mobile.iter().map(|m| m.as_deref()));
+            cols.online.extend_from_slice(&c.online);
+            cols.tag_ids.reserve(c.tags.len());
+            let base = cols.tag_ids.len();
+            for t in &c.tags {
+                let id = self.intern_tag(t);
+                cols.tag_ids.push(id);
+            }
+            cols.tag_indptr.extend(c.tag_ends.iter().map(|e| base + e));
+        }
         self.apply_columns(&cols)
     }
 
@@ -126,6 +252,7 @@ impl Registry {
         let first_new = self.devices.len() as u32;
         self.devices.reserve(n, bytes);
         self.device_alias.reserve(n);
+        self.alias_next.reserve(n);
         let mut acc = Pending::new(self.tag_bitmaps.len());
         for i in 0..n {
             let rid = cols.rid[i];
@@ -147,6 +274,7 @@ impl Registry {
                 continue;
             }
             self.device_alias.push(crate::registry::NONE);
+            self.alias_next.push(crate::registry::NONE);
             acc.buckets[bucket_of(rid)].push(d);
             acc.live.push(d);
             acc.platforms[p as usize].push(d);

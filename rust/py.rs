@@ -578,9 +578,17 @@ impl PyBatch {
     }
 }
 
+/// Set the result size below which evaluation switches to id lists (tests drive both paths
+/// over small registries with it; it never changes a result).
+#[pyfunction]
+fn _set_small_threshold(n: u64) {
+    eval::set_small_threshold(n);
+}
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SMALL_THRESHOLD_DEFAULT", eval::SMALL)?;
     let py = m.py();
     m.add(
         "PLATFORMS",
@@ -593,5 +601,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRegistry>()?;
     m.add_class::<PyResolution>()?;
     m.add_class::<PyBatch>()?;
+    m.add_function(wrap_pyfunction!(_set_small_threshold, m)?)?;
     Ok(())
 }

@@ -7,7 +7,8 @@
 //!   live devices only: `delete` removes the device from all of them;
 //! - a live device is in exactly one platform bitmap, and in at most one vendor bitmap (only if
 //!   it is an Android device); `buckets[b]` holds every device (live or not) whose A/B bucket is b;
-//! - `device_alias[d]` is the alias of `d` or `NONE`, and `d` is in the alias list of that alias.
+//! - `device_alias[d]` is the alias of `d` or `NONE`; the devices of alias `a` are the chain
+//!   `alias_head[a]`, `alias_next[alias_head[a]]`, ... up to `NONE`, each exactly once.
 
 use crate::error::{Error, Result};
 use crate::expr::AudienceSpec;
@@ -117,8 +118,8 @@ pub struct Registry {
     pub(crate) aliases: Interner,
     /// First device of each alias (`NONE` if the alias has none now).
     pub(crate) alias_head: Vec<u32>,
-    /// The other devices of aliases shared by several devices (rare, hence a side map).
-    pub(crate) alias_more: HashMap<u32, Vec<u32>>,
+    /// Next device of the same alias, per device: 4 bytes a device instead of a list per alias.
+    pub(crate) alias_next: Vec<u32>,
     pub(crate) device_alias: Vec<u32>,
     pub(crate) mobiles: HashMap<u32, Box<str>>,
     pub(crate) has_mobile: Bitmap,
@@ -168,7 +169,7 @@ impl Registry {
             tag_bitmaps: Vec::new(),
             aliases: Interner::new(),
             alias_head: Vec::new(),
-            alias_more: HashMap::new(),
+            alias_next: Vec::new(),
             device_alias: Vec::new(),
             mobiles: HashMap::new(),
             has_mobile: Bitmap::new(),
@@ -245,12 +246,10 @@ impl Registry {
     }
 
     pub(crate) fn push_alias_devices(&self, a: u32, out: &mut Vec<u32>) {
-        let head = self.alias_head[a as usize];
-        if head != NONE {
-            out.push(head);
-            if let Some(more) = self.alias_more.get(&a) {
-                out.extend_from_slice(more);
-            }
+        let mut d = self.alias_head[a as usize];
+        while d != NONE {
+            out.push(d);
+            d = self.alias_next[d as usize];
         }
     }
 
@@ -290,6 +289,7 @@ impl Registry {
         let (d, new) = self.devices.intern(registration_id);
         if new {
             self.device_alias.push(NONE);
+            self.alias_next.push(NONE);
             self.buckets[bucket_of(registration_id)].add(d);
         }
         d
@@ -415,12 +415,7 @@ impl Registry {
 
     pub(crate) fn attach_alias(&mut self, d: u32, alias: &str) {
         let a = self.intern_alias(alias);
-        let head = &mut self.alias_head[a as usize];
-        if *head == NONE {
-            *head = d;
-        } else {
-            self.alias_more.entry(a).or_default().push(d);
-        }
+        self.alias_next[d as usize] = std::mem::replace(&mut self.alias_head[a as usize], d);
         self.device_alias[d as usize] = a;
     }
 
@@ -429,16 +424,17 @@ impl Registry {
         if a == NONE {
             return;
         }
-        let more = self.alias_more.get_mut(&a);
+        let next = std::mem::replace(&mut self.alias_next[d as usize], NONE);
         if self.alias_head[a as usize] == d {
-            // Promote another device of the alias, if any.
-            self.alias_head[a as usize] = more.and_then(|m| m.pop()).unwrap_or(NONE);
-        } else if let Some(m) = more {
-            m.retain(|&x| x != d);
+            self.alias_head[a as usize] = next;
+            return;
         }
-        if self.alias_more.get(&a).is_some_and(|m| m.is_empty()) {
-            self.alias_more.remove(&a);
+        // Chains are short (the devices of one user), so a walk is cheap.
+        let mut prev = self.alias_head[a as usize];
+        while self.alias_next[prev as usize] != d {
+            prev = self.alias_next[prev as usize];
         }
+        self.alias_next[prev as usize] = next;
     }
 
     /// Delete a device; returns whether it was live.
@@ -521,8 +517,10 @@ impl Registry {
     }
 
     /// Define (or redefine) a static segment.
-    pub fn add_static_segment(&mut self, name: &str, members: Bitmap) -> Result<u64> {
+    /// Ids that were never assigned are dropped (they could never become devices).
+    pub fn add_static_segment(&mut self, name: &str, mut members: Bitmap) -> Result<u64> {
         check_key("segment", name)?;
+        members.remove_range(self.devices.len() as u32..);
         let n = members.and_cardinality(&self.live);
         self.segments
             .insert(name.to_owned(), Segment::Static(members));
@@ -578,11 +576,6 @@ impl Registry {
         let bm = |b: &Bitmap| b.get_serialized_size_in_bytes::<croaring::Portable>();
         let bms = |v: &[Bitmap]| v.iter().map(bm).sum::<usize>();
         let mobiles: usize = self.mobiles.values().map(|m| m.len() + 16 + 8).sum();
-        let more: usize = self
-            .alias_more
-            .values()
-            .map(|m| m.capacity() * 4 + 32)
-            .sum();
         let mut parts = vec![
             ("registration_ids", self.devices.memory_usage()),
             ("live", bm(&self.live) + bm(&self.online)),
@@ -594,7 +587,7 @@ impl Registry {
                 self.aliases.memory_usage()
                     + self.alias_head.capacity() * 4
                     + self.device_alias.capacity() * 4
-                    + more,
+                    + self.alias_next.capacity() * 4,
             ),
             ("mobiles", mobiles + bm(&self.has_mobile)),
         ];

@@ -12,7 +12,6 @@ use crate::expr::AudienceSpec;
 use crate::intern::Interner;
 use crate::registry::{AbTest, Platform, Registry, Segment, Vendor, BUCKETS, NONE};
 use croaring::{Bitmap, Portable};
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
@@ -229,22 +228,16 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
         return Err(bad("alias column has the wrong length"));
     }
     reg.alias_head = vec![NONE; reg.aliases.len()];
-    let mut more: HashMap<u32, Vec<u32>> = HashMap::new();
+    reg.alias_next = vec![NONE; cap];
     for (d, &a) in reg.device_alias.iter().enumerate() {
-        if a == NONE {
-            continue;
-        }
-        let head = reg
-            .alias_head
-            .get_mut(a as usize)
-            .ok_or_else(|| bad("unknown alias id"))?;
-        if *head == NONE {
-            *head = d as u32;
-        } else {
-            more.entry(a).or_default().push(d as u32);
+        if a != NONE {
+            let head = reg
+                .alias_head
+                .get_mut(a as usize)
+                .ok_or_else(|| bad("unknown alias id"))?;
+            reg.alias_next[d] = std::mem::replace(head, d as u32);
         }
     }
-    reg.alias_more = more;
     let n = r.u64()?;
     for _ in 0..n {
         let d = r.u32()?;

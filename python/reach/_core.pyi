@@ -14,6 +14,11 @@ PLATFORMS: tuple[str, ...]
 VENDORS: tuple[str, ...]
 """Android vendor channels; code 0 is none (own long connection), code i+1 is VENDORS[i]."""
 
+SMALL_THRESHOLD_DEFAULT: int
+
+def _set_small_threshold(n: int) -> None:
+    """Set the result size below which evaluation uses id lists (tests only)."""
+
 class AudienceLike(Protocol):
     """What the core reads from a validated audience (``reach.jpush.Audience`` is one)."""
 
