@@ -6,7 +6,16 @@ from typing import Protocol, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PLATFORMS", "VENDORS", "Batch", "Registry", "Resolution", "__version__"]
+__all__ = [
+    "PLATFORMS",
+    "SMALL_THRESHOLD_DEFAULT",
+    "VENDORS",
+    "Batch",
+    "Registry",
+    "Resolution",
+    "__version__",
+    "_set_small_threshold",
+]
 __version__: str
 
 PLATFORMS: tuple[str, ...]
