@@ -22,6 +22,11 @@ from hypothesis import strategies as st
 
 from model import PLATFORMS, VENDORS, Audience, Model, Platform, bucket, fnv1a64
 from reach import PushError, Registry
+from reach._core import SMALL_THRESHOLD_DEFAULT, _set_small_threshold
+
+#: Thresholds of the evaluator's id-list mode to run under: always bitmaps, a tiny one so a
+#: run switches mid-plan, and the default (id lists throughout on registries this small).
+SMALL_THRESHOLDS = (0, 8, SMALL_THRESHOLD_DEFAULT)
 
 # ---- names --------------------------------------------------------------------------------------
 
@@ -97,6 +102,9 @@ class Scenario:
     devices: tuple[DeviceSpec, ...]
     tags: tuple[str, ...]
     aliases: tuple[str, ...]
+    # The result size below which the core switches to id lists: drawn so that small
+    # registries drive both the bitmap and the id-list paths of the evaluator.
+    small_threshold: int = SMALL_THRESHOLD_DEFAULT
 
     @property
     def rids(self) -> list[str]:
@@ -171,11 +179,13 @@ def scenarios(draw: st.DrawFn, max_devices: int = 300) -> Scenario:
             rid += base62(i)
         seen.add(rid)
         devices.append(DeviceSpec(rid, deleted=fate == 0, **attrs))
-    return Scenario(tuple(devices), tags, aliases)
+    threshold = draw(st.sampled_from(SMALL_THRESHOLDS))
+    return Scenario(tuple(devices), tags, aliases, threshold)
 
 
 def build(sc: Scenario) -> tuple[Registry, Model]:
     """The registry and the model of a scenario; checks upsert's ids and delete's answers."""
+    _set_small_threshold(sc.small_threshold)
     reg, model = Registry(), Model()
     for d in sc.devices:
         attrs: dict[str, Any] = {

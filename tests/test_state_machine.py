@@ -24,10 +24,12 @@ from hypothesis.stateful import (
 
 from model import Model
 from reach import Registry
+from reach._core import SMALL_THRESHOLD_DEFAULT, _set_small_threshold
 from test_properties import (
     BASE_ALIASES,
     BASE_TAGS,
     MOBILES,
+    SMALL_THRESHOLDS,
     UNKNOWN_RIDS,
     ab_groups,
     audiences,
@@ -63,7 +65,12 @@ class RegistryMachine(RuleBasedStateMachine):
         self.n_abtests = 0
         self.tmp = tempfile.mkdtemp(prefix="reach-sm-")
 
+    @initialize(threshold=st.sampled_from(SMALL_THRESHOLDS))
+    def choose_evaluator_path(self, threshold: int) -> None:
+        _set_small_threshold(threshold)
+
     def teardown(self) -> None:
+        _set_small_threshold(SMALL_THRESHOLD_DEFAULT)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- helpers ---------------------------------------------------------------------------
