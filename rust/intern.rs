@@ -108,13 +108,12 @@ impl Interner {
     /// Rebuild from raw parts (a snapshot). Checks that the offsets are monotone, in bounds and
     /// cut the arena at UTF-8 boundaries, and that no string repeats.
     pub fn from_parts(arena: Vec<u8>, ends: Vec<u32>) -> Result<Self, String> {
+        // One UTF-8 pass over the whole arena, then every cut on a character boundary.
+        let text = std::str::from_utf8(&arena).map_err(|_| "interned string is not UTF-8")?;
         let mut prev = 0u32;
         for &e in &ends {
-            if e < prev || e as usize > arena.len() {
-                return Err("interner offsets out of order".into());
-            }
-            if std::str::from_utf8(&arena[prev as usize..e as usize]).is_err() {
-                return Err("interned string is not UTF-8".into());
+            if e < prev || e as usize > arena.len() || !text.is_char_boundary(e as usize) {
+                return Err("interner offsets out of order or inside a character".into());
             }
             prev = e;
         }

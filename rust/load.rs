@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 /// Devices in columns; row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`
@@ -57,8 +58,12 @@ struct Chunk<'a> {
     rid: Vec<Cow<'a, str>>,
     platform: Vec<Platform>,
     vendor: Vec<Option<Vendor>>,
-    tags: Vec<Cow<'a, str>>,
+    /// Each membership as an index into `tag_names` (the chunk's distinct tags), so that the
+    /// registry's tag index is searched once per distinct tag, not once per membership.
+    tags: Vec<u32>,
     tag_ends: Vec<usize>,
+    tag_names: Vec<Cow<'a, str>>,
+    tag_index: HashMap<Cow<'a, str>, u32>,
     alias: Vec<Option<Cow<'a, str>>>,
     mobile: Vec<Option<Cow<'a, str>>>,
     online: Vec<bool>,
@@ -67,8 +72,8 @@ struct Chunk<'a> {
 /// Deserializes one line's object into the chunk's columns.
 struct LineSeed<'c, 'a>(&'c mut Chunk<'a>);
 
-/// Appends a JSON array of strings to the chunk's tag column.
-struct TagsSeed<'c, 'a>(&'c mut Vec<Cow<'a, str>>);
+/// Appends a JSON array of tag strings to the chunk's tag column.
+struct TagsSeed<'c, 'a>(&'c mut Chunk<'a>);
 
 impl<'de> DeserializeSeed<'de> for TagsSeed<'_, 'de> {
     type Value = ();
@@ -83,8 +88,19 @@ impl<'de> Visitor<'de> for TagsSeed<'_, 'de> {
         f.write_str("an array of tag strings")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let c = self.0;
         while let Some(Str(t)) = seq.next_element()? {
-            self.0.push(t);
+            let local = match c.tag_index.get(&t) {
+                Some(&l) => l,
+                None => {
+                    check_key("tag", &t).map_err(de::Error::custom)?;
+                    let l = c.tag_names.len() as u32;
+                    c.tag_names.push(t.clone());
+                    c.tag_index.insert(t, l);
+                    l
+                }
+            };
+            c.tags.push(local);
         }
         Ok(())
     }
@@ -104,7 +120,6 @@ impl<'de> Visitor<'de> for LineSeed<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         let c = self.0;
-        let tags_before = c.tags.len();
         let (mut rid, mut platform, mut vendor, mut alias, mut mobile, mut online) =
             (None, None, None, None, None, None);
         let mut seen_tags = false;
@@ -117,7 +132,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, 'de> {
                 "mobile" => mobile.replace(map.next_value::<Option<Str>>()?).is_some(),
                 "online" => online.replace(map.next_value::<bool>()?).is_some(),
                 "tags" => {
-                    map.next_value_seed(TagsSeed(&mut c.tags))?;
+                    map.next_value_seed(TagsSeed(&mut *c))?;
                     std::mem::replace(&mut seen_tags, true)
                 }
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
@@ -135,12 +150,11 @@ impl<'de> Visitor<'de> for LineSeed<'_, 'de> {
         };
         let alias = alias.flatten().map(|s| s.0);
         let mobile = mobile.flatten().map(|s| s.0);
-        let tags: Vec<&str> = c.tags[tags_before..].iter().map(|t| t.as_ref()).collect();
         Registry::check_record(
             &rid,
             platform,
             vendor,
-            &tags,
+            &[], // each distinct tag was checked when first seen
             alias.as_deref(),
             mobile.as_deref(),
         )
@@ -231,12 +245,10 @@ impl Registry {
             cols.alias.extend(c.alias.iter().map(|a| a.as_deref()));
             cols.mobile.extend(c.mobile.iter().map(|m| m.as_deref()));
             cols.online.extend_from_slice(&c.online);
-            cols.tag_ids.reserve(c.tags.len());
+            let global: Vec<u32> = c.tag_names.iter().map(|t| self.intern_tag(t)).collect();
             let base = cols.tag_ids.len();
-            for t in &c.tags {
-                let id = self.intern_tag(t);
-                cols.tag_ids.push(id);
-            }
+            cols.tag_ids
+                .extend(c.tags.iter().map(|&l| global[l as usize]));
             cols.tag_indptr.extend(c.tag_ends.iter().map(|e| base + e));
         }
         self.apply_columns(&cols)
@@ -341,9 +353,10 @@ impl Pending {
             (&mut reg.tag_bitmaps, &mut self.tags),
         ];
         for (bms, pending) in groups {
-            for (b, v) in bms.iter_mut().zip(pending.iter_mut()) {
-                put(b, v);
-            }
+            // Bitmaps are independent: fill them on every core.
+            bms.par_iter_mut()
+                .zip(pending.par_iter_mut())
+                .for_each(|(b, v)| put(b, v));
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::expr::AudienceSpec;
 use crate::intern::Interner;
 use crate::registry::{AbTest, Platform, Registry, Segment, Vendor, BUCKETS, NONE};
 use croaring::{Bitmap, Portable};
+use rayon::prelude::*;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
@@ -107,12 +108,7 @@ impl<'a> Reader<'a> {
             .collect())
     }
     fn bitmap(&mut self, capacity: usize) -> Result<Bitmap> {
-        let raw = self.bytes()?;
-        let b = Bitmap::try_deserialize::<Portable>(raw).ok_or_else(|| bad("bad bitmap"))?;
-        if b.maximum().is_some_and(|m| m as usize >= capacity) {
-            return Err(bad("bitmap refers to an unknown device"));
-        }
-        Ok(b)
+        bitmap_from(self.bytes()?, capacity)
     }
     fn bitmaps(&mut self, want: Option<usize>, capacity: usize) -> Result<Vec<Bitmap>> {
         let n = self.u64()? as usize;
@@ -121,14 +117,35 @@ impl<'a> Reader<'a> {
         }
         (0..n).map(|_| self.bitmap(capacity)).collect()
     }
-    fn interner(&mut self) -> Result<Interner> {
+    /// An interner's raw parts; `build` indexes them (the slow part, run in parallel).
+    fn interner(&mut self) -> Result<(Vec<u8>, Vec<u32>)> {
         let arena = self.bytes()?.to_vec();
         let ends = self.u32s()?;
-        Interner::from_parts(arena, ends).map_err(bad)
+        Ok((arena, ends))
+    }
+    /// The serialized bitmaps of a list, to decode in parallel with `bitmaps_from`.
+    fn raw_bitmaps(&mut self) -> Result<Vec<&'a [u8]>> {
+        let n = self.u64()? as usize;
+        if n > self.0.len() {
+            return Err(bad("unexpected number of bitmaps"));
+        }
+        (0..n).map(|_| self.bytes()).collect()
     }
     fn json(&mut self) -> Result<AudienceSpec> {
         serde_json::from_slice(self.bytes()?).map_err(|e| bad(format!("bad audience: {e}")))
     }
+}
+
+fn build(parts: (Vec<u8>, Vec<u32>)) -> Result<Interner> {
+    Interner::from_parts(parts.0, parts.1).map_err(bad)
+}
+
+fn bitmap_from(raw: &[u8], capacity: usize) -> Result<Bitmap> {
+    let b = Bitmap::try_deserialize::<Portable>(raw).ok_or_else(|| bad("bad bitmap"))?;
+    if b.maximum().is_some_and(|m| m as usize >= capacity) {
+        return Err(bad("bitmap refers to an unknown device"));
+    }
+    Ok(b)
 }
 
 /// Encode a registry.
@@ -212,17 +229,35 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     }
     let mut r = Reader(payload);
     let mut reg = Registry::new();
-    reg.devices = r.interner()?;
-    let cap = reg.devices.len();
+    let devices = r.interner()?;
+    let cap = devices.1.len();
     reg.live = r.bitmap(cap)?;
     reg.online = r.bitmap(cap)?;
     reg.has_mobile = r.bitmap(cap)?;
     reg.platforms = r.bitmaps(Some(Platform::ALL.len()), cap)?;
     reg.vendors = r.bitmaps(Some(Vendor::ALL.len()), cap)?;
     reg.buckets = r.bitmaps(Some(BUCKETS), cap)?;
-    reg.tags = r.interner()?;
-    reg.tag_bitmaps = r.bitmaps(Some(reg.tags.len()), cap)?;
-    reg.aliases = r.interner()?;
+    let tags = r.interner()?;
+    let tag_bitmaps = r.raw_bitmaps()?;
+    if tag_bitmaps.len() != tags.1.len() {
+        return Err(bad("unexpected number of bitmaps"));
+    }
+    let aliases = r.interner()?;
+    // The slow parts of a load, spread over the cores: indexing the strings, decoding tags.
+    let ((devices, aliases), (tags, tag_bitmaps)) = rayon::join(
+        || rayon::join(|| build(devices), || build(aliases)),
+        || {
+            let bms: Result<Vec<Bitmap>> = tag_bitmaps
+                .par_iter()
+                .map(|raw| bitmap_from(raw, cap))
+                .collect();
+            (build(tags), bms)
+        },
+    );
+    reg.devices = devices?;
+    reg.aliases = aliases?;
+    reg.tags = tags?;
+    reg.tag_bitmaps = tag_bitmaps?;
     reg.device_alias = r.u32s()?;
     if reg.device_alias.len() != cap {
         return Err(bad("alias column has the wrong length"));
