@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import string
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,14 @@ from reach._core import SMALL_THRESHOLD_DEFAULT, _set_small_threshold
 #: Thresholds of the evaluator's id-list mode to run under: always bitmaps, a tiny one so a
 #: run switches mid-plan, and the default (id lists throughout on registries this small).
 SMALL_THRESHOLDS = (0, 8, SMALL_THRESHOLD_DEFAULT)
+
+
+@pytest.fixture(autouse=True)
+def _default_small_threshold() -> Iterator[None]:
+    """The threshold is process-wide: put the default back so that later tests see it."""
+    yield
+    _set_small_threshold(SMALL_THRESHOLD_DEFAULT)
+
 
 # ---- names --------------------------------------------------------------------------------------
 
