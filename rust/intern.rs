@@ -62,7 +62,17 @@ impl Interner {
     /// The id of `s`, interning it if new; the flag says whether it was new.
     /// The caller checks `fits` first: an arena overflow panics.
     pub fn intern(&mut self, s: &str) -> (u32, bool) {
-        let h = self.hasher.hash_one(s.as_bytes());
+        self.intern_hashed(self.hash(s), s)
+    }
+
+    /// The hash `intern` uses for `s` (bulk loads compute these on all cores first).
+    pub fn hash(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s.as_bytes())
+    }
+
+    /// `intern` with `h == self.hash(s)` already computed.
+    pub fn intern_hashed(&mut self, h: u64, s: &str) -> (u32, bool) {
+        debug_assert_eq!(h, self.hash(s));
         if let Some(id) = self.lookup_hashed(h, s) {
             return (id, false);
         }

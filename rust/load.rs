@@ -6,11 +6,11 @@
 
 use crate::error::{Error, Result};
 use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS};
+use hashbrown::HashMap;
 use rayon::prelude::*;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 /// Devices in columns; row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`
@@ -266,9 +266,9 @@ impl Registry {
         self.device_alias.reserve(n);
         self.alias_next.reserve(n);
         let mut acc = Pending::new(self.tag_bitmaps.len());
-        for i in 0..n {
-            let rid = cols.rid[i];
-            let (d, new) = self.devices.intern(rid);
+        let hashes: Vec<u64> = cols.rid.par_iter().map(|r| self.devices.hash(r)).collect();
+        for (i, (&rid, &h)) in cols.rid.iter().zip(&hashes).enumerate() {
+            let (d, new) = self.devices.intern_hashed(h, rid);
             let tags = &cols.tag_ids[cols.tag_indptr[i]..cols.tag_indptr[i + 1]];
             let (p, v, alias, mobile, online) = (
                 cols.platform[i],
