@@ -87,6 +87,18 @@ fn from_portable(py: Python<'_>, data: &[u8]) -> PyResult<Bitmap> {
         .ok_or_else(|| to_py(py, Error::invalid("not a portable roaring bitmap")))
 }
 
+/// The contents of a numpy array, which must be contiguous.
+fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
+    a.as_slice()
+        .map_err(|e| PyValueError::new_err(format!("arrays must be contiguous: {e}")))
+}
+
+fn opt_slice<'a, T: numpy::Element>(
+    a: &'a Option<PyReadonlyArray1<'_, T>>,
+) -> PyResult<Option<&'a [T]>> {
+    a.as_ref().map(slice).transpose()
+}
+
 fn ids_array(py: Python<'_>, ids: Vec<u32>) -> Bound<'_, PyArray1<u32>> {
     PyArray1::from_vec(py, ids)
 }
@@ -243,42 +255,15 @@ impl PyRegistry {
         alias_offsets: Option<PyReadonlyArray1<'_, u64>>,
         online: Option<PyReadonlyArray1<'_, bool>>,
     ) -> PyResult<usize> {
-        let slice = |e: numpy::AsSliceError| {
-            PyValueError::new_err(format!("arrays must be contiguous: {e}"))
-        };
-        let rid_bytes = rid_bytes.as_slice().map_err(slice)?;
-        let rid_offsets = rid_offsets.as_slice().map_err(slice)?;
-        let platform = platform.as_slice().map_err(slice)?;
-        let vendor = vendor
-            .as_ref()
-            .map(|a| a.as_slice())
-            .transpose()
-            .map_err(slice)?;
-        let tag_indptr = tag_indptr
-            .as_ref()
-            .map(|a| a.as_slice())
-            .transpose()
-            .map_err(slice)?;
-        let tag_indices = tag_indices
-            .as_ref()
-            .map(|a| a.as_slice())
-            .transpose()
-            .map_err(slice)?;
-        let alias_bytes = alias_bytes
-            .as_ref()
-            .map(|a| a.as_slice())
-            .transpose()
-            .map_err(slice)?;
-        let alias_offsets = alias_offsets
-            .as_ref()
-            .map(|a| a.as_slice())
-            .transpose()
-            .map_err(slice)?;
-        let online = online
-            .as_ref()
-            .map(|a| a.as_slice())
-            .transpose()
-            .map_err(slice)?;
+        let rid_bytes = slice(&rid_bytes)?;
+        let rid_offsets = slice(&rid_offsets)?;
+        let platform = slice(&platform)?;
+        let vendor = opt_slice(&vendor)?;
+        let tag_indptr = opt_slice(&tag_indptr)?;
+        let tag_indices = opt_slice(&tag_indices)?;
+        let alias_bytes = opt_slice(&alias_bytes)?;
+        let alias_offsets = opt_slice(&alias_offsets)?;
+        let online = opt_slice(&online)?;
         py.detach(|| {
             for t in &tag_names {
                 crate::registry::check_key("tag", t)?;
