@@ -163,7 +163,7 @@ fn and_any<'r>(acc: Acc<'r>, bms: &[&Bitmap], union_size: u64) -> Acc<'r> {
     }
     let mut bms = bms.to_vec();
     // Largest first: most ids are found, and stop being tested, early.
-    bms.sort_unstable_by_key(|b| std::cmp::Reverse(b.cardinality()));
+    bms.sort_by_cached_key(|b| std::cmp::Reverse(b.cardinality()));
     if let Acc::Ids(v) = acc {
         let mut probes: Vec<Probe> = bms.into_iter().map(Probe::new).collect();
         return Acc::retain(v, |&d| probes.iter_mut().any(|p| p.contains(d)));
@@ -230,37 +230,42 @@ pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
         }
         _ => false,
     };
-    let ((mut acc, mut steps), prebuilt) = rayon::join(
-        || {
-            let mut steps = Vec::new();
-            let mut acc = start(first.operand).compact();
-            steps.push(("start", first.label, first_size, acc.len()));
-            for (t, n) in singles {
-                acc = apply(acc, t.operand, n);
-                steps.push(("and", t.label, n, acc.len()));
+    let parallel = unions.iter().any(|(t, n)| whole(t, *n));
+    let chain = || {
+        let mut steps = Vec::new();
+        let mut acc = start(first.operand).compact();
+        steps.push(("start", first.label, first_size, acc.len()));
+        for (t, n) in singles {
+            acc = apply(acc, t.operand, n);
+            steps.push(("and", t.label, n, acc.len()));
+        }
+        for t in neg {
+            let n = t.operand.estimate();
+            if let Operand::One(b) = t.operand {
+                acc = acc.andnot(b);
             }
-            for t in neg {
-                let n = t.operand.estimate();
-                if let Operand::One(b) = t.operand {
-                    acc = acc.andnot(b);
-                }
-                steps.push(("andnot", t.label, n, acc.len()));
-            }
-            (acc, steps)
-        },
-        || {
-            unions
-                .into_iter()
-                .map(|(t, n)| {
-                    let built = match &t.operand {
-                        Operand::AnyOf(v) | Operand::Disjoint(v) if whole(&t, n) => Some(union(v)),
-                        _ => None,
-                    };
-                    (t, n, built)
-                })
-                .collect::<Vec<_>>()
-        },
-    );
+            steps.push(("andnot", t.label, n, acc.len()));
+        }
+        (acc, steps)
+    };
+    let build = || {
+        unions
+            .into_iter()
+            .map(|(t, n)| {
+                let built = match &t.operand {
+                    Operand::AnyOf(v) | Operand::Disjoint(v) if whole(&t, n) => Some(union(v)),
+                    _ => None,
+                };
+                (t, n, built)
+            })
+            .collect::<Vec<_>>()
+    };
+    // Waking a second thread costs tens of microseconds: only worth it for a whole union.
+    let ((mut acc, mut steps), prebuilt) = if parallel {
+        rayon::join(chain, build)
+    } else {
+        (chain(), build())
+    };
     for (t, n, built) in prebuilt {
         acc = match built {
             Some(u) => acc.and(&u),
