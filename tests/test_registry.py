@@ -242,3 +242,56 @@ def test_readers_never_see_a_half_applied_update() -> None:
         t.join()
     assert not errors
     assert seen and set(seen) <= {2000, 0}
+
+
+@pytest.mark.parametrize(
+    ("push", "code"),
+    [
+        ({"audience": "all", "notification": {"alert": "x"}}, 1002),
+        ({"platform": "all", "audience": {"tag": []}, "notification": {"alert": "x"}}, 1003),
+        (
+            {"platform": "all", "audience": {"tag": ["a" * 41]}, "notification": {"alert": "x"}},
+            1003,
+        ),
+        ({"platform": "all", "audience": "all", "notification": {"alert": "x"}, "bad": 1}, 1009),
+        (
+            {
+                "platform": "all",
+                "audience": "all",
+                "notification": {"android": {"alert": "x" * 4000}},
+            },
+            1005,
+        ),
+        (
+            {
+                "platform": "all",
+                "audience": {"segment": ["missing"]},
+                "message": {"msg_content": "m"},
+            },
+            1003,
+        ),
+    ],
+)
+def test_refused_pushes_leave_the_registry_as_it_was(push: dict[str, object], code: int) -> None:
+    reg = small()
+    before = snapshot_of(reg)
+    with pytest.raises(PushError) as e:
+        reg.resolve(push)
+    assert e.value.code == code
+    assert snapshot_of(reg) == before
+
+
+def test_cli_demo_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reach.cli import main
+
+    assert main(["demo", "--devices", "2000"]) == 0
+    assert "reaches" in capsys.readouterr().out
+    rows: list[dict[str, object]] = [
+        {"registration_id": "r1", "platform": "android", "tags": ["深圳"]},
+        {"registration_id": "r2", "platform": "ios"},
+    ]
+    snap = tmp_path / "out.snap"
+    assert (
+        main(["import", str(write_jsonl(tmp_path / "d.jsonl", rows)), "--snapshot", str(snap)]) == 0
+    )
+    assert Registry.load(snap).resolve_audience({"tag": ["深圳"]}).registration_ids() == ["r1"]
