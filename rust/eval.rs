@@ -213,6 +213,21 @@ fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 
 /// Evaluate `expr`; with `trace`, record every step with its sizes.
 ///
+/// # Examples
+///
+/// ```
+/// use reach::{eval, expr, AudienceSpec, Platform, Registry};
+///
+/// let mut reg = Registry::new();
+/// reg.upsert("a", Platform::Android, None, &["深圳", "vip"], None, None, false).unwrap();
+/// reg.upsert("b", Platform::Ios, None, &["深圳"], None, None, false).unwrap();
+/// let spec = AudienceSpec { tag: vec!["深圳".into()], tag_not: vec!["vip".into()], ..Default::default() };
+/// let mut steps = Vec::new();
+/// let result = eval::evaluate(expr::compile(&reg, &spec, None).unwrap(), Some(&mut steps));
+/// assert_eq!(result.to_vec(), vec![1]);
+/// assert_eq!(steps.last().unwrap().result, 1);
+/// ```
+///
 /// Unions that the plan will build whole (the running set cannot get small enough to probe
 /// them) are built on another core while this one runs the intersections and subtractions.
 pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {

@@ -12,6 +12,15 @@ use std::hash::BuildHasher;
 /// Maximum total bytes of interned strings (ends are `u32`).
 pub const MAX_ARENA: usize = u32::MAX as usize;
 
+/// # Examples
+///
+/// ```
+/// let mut i = reach::intern::Interner::new();
+/// assert_eq!(i.intern("深圳"), (0, true));
+/// assert_eq!(i.intern("深圳"), (0, false));
+/// assert_eq!(i.lookup("深圳"), Some(0));
+/// assert_eq!(i.get(0), "深圳");
+/// ```
 #[derive(Default, Clone)]
 pub struct Interner {
     arena: Vec<u8>,

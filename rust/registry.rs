@@ -105,6 +105,20 @@ pub struct AbTest {
 }
 
 /// The registry of one app.
+///
+/// # Examples
+///
+/// ```
+/// use reach::{AudienceSpec, Platform, Registry, Vendor};
+///
+/// let mut reg = Registry::new();
+/// reg.upsert("rid1", Platform::Android, Some(Vendor::Xiaomi), &["深圳", "vip"], Some("u1"), None, true)
+///     .unwrap();
+/// reg.upsert("rid2", Platform::Ios, None, &["深圳"], Some("u1"), None, false).unwrap();
+/// assert_eq!(reg.alias_devices("u1"), vec![0, 1]);
+/// assert!(reg.delete("rid1"));
+/// assert_eq!(reg.len(), 1);
+/// ```
 #[derive(Clone)]
 pub struct Registry {
     pub(crate) devices: Interner,
