@@ -5,7 +5,7 @@
 //! sorted batch each instead of one insertion per membership.
 
 use crate::error::{Error, Result};
-use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS};
+use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS, NONE};
 use hashbrown::HashMap;
 use rayon::prelude::*;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -217,11 +217,15 @@ impl Registry {
     /// A repeated registration ID is an upsert: the last line wins.
     pub fn load_jsonl(&mut self, data: &[u8]) -> Result<usize> {
         const CHUNK: usize = 16 * 1024;
-        let lines: Vec<(usize, &[u8])> = data
-            .split(|&b| b == b'\n')
-            .enumerate()
-            .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
-            .collect();
+        let mut lines: Vec<(usize, &[u8])> = Vec::with_capacity(data.len() / 128);
+        let mut start = 0;
+        for (i, end) in memchr::memchr_iter(b'\n', data).chain([data.len()]).enumerate() {
+            let line = &data[start..end];
+            start = end + 1;
+            if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                lines.push((i, line));
+            }
+        }
         let chunks: Vec<Chunk> = lines
             .par_chunks(CHUNK)
             .map(parse_chunk)
@@ -263,12 +267,40 @@ impl Registry {
         }
         let first_new = self.devices.len() as u32;
         self.devices.reserve(n, bytes);
-        self.device_alias.reserve(n);
-        self.alias_next.reserve(n);
         let mut acc = Pending::new(self.tag_bitmaps.len());
         let hashes: Vec<u64> = cols.rid.par_iter().map(|r| self.devices.hash(r)).collect();
-        for (i, (&rid, &h)) in cols.rid.iter().zip(&hashes).enumerate() {
-            let (d, new) = self.devices.intern_hashed(h, rid);
+        // Registration IDs and aliases are interned into separate tables: one core each.
+        let (interned, alias_ids) = {
+            let Registry {
+                devices,
+                aliases,
+                alias_head,
+                ..
+            } = &mut *self;
+            rayon::join(
+                || {
+                    let ids = cols.rid.iter().zip(&hashes);
+                    ids.map(|(r, &h)| devices.intern_hashed(h, r))
+                        .collect::<Vec<_>>()
+                },
+                || {
+                    let mut intern = |a: &str| {
+                        let (id, new) = aliases.intern(a);
+                        if new {
+                            alias_head.push(NONE);
+                        }
+                        id
+                    };
+                    cols.alias
+                        .iter()
+                        .map(|a| a.map(&mut intern))
+                        .collect::<Vec<_>>()
+                },
+            )
+        };
+        self.device_alias.resize(self.devices.len(), NONE);
+        self.alias_next.resize(self.devices.len(), NONE);
+        for (i, (&rid, &(d, new))) in cols.rid.iter().zip(&interned).enumerate() {
             let tags = &cols.tag_ids[cols.tag_indptr[i]..cols.tag_indptr[i + 1]];
             let (p, v, alias, mobile, online) = (
                 cols.platform[i],
@@ -285,8 +317,6 @@ impl Registry {
                 self.replace(d, p, v, tags, alias, mobile, online);
                 continue;
             }
-            self.device_alias.push(crate::registry::NONE);
-            self.alias_next.push(crate::registry::NONE);
             acc.buckets[bucket_of(rid)].push(d);
             acc.live.push(d);
             acc.platforms[p as usize].push(d);
@@ -299,8 +329,8 @@ impl Registry {
             if online {
                 acc.online.push(d);
             }
-            if let Some(a) = alias {
-                self.attach_alias(d, a);
+            if let Some(a) = alias_ids[i] {
+                self.attach_alias_id(d, a);
             }
             if let Some(m) = mobile {
                 self.mobiles.insert(d, m.into());

@@ -429,6 +429,11 @@ impl Registry {
 
     pub(crate) fn attach_alias(&mut self, d: u32, alias: &str) {
         let a = self.intern_alias(alias);
+        self.attach_alias_id(d, a);
+    }
+
+    /// Bind device `d` (which has no alias now) to interned alias `a`.
+    pub(crate) fn attach_alias_id(&mut self, d: u32, a: u32) {
         self.alias_next[d as usize] = std::mem::replace(&mut self.alias_head[a as usize], d);
         self.device_alias[d as usize] = a;
     }
