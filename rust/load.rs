@@ -219,7 +219,10 @@ impl Registry {
         const CHUNK: usize = 16 * 1024;
         let mut lines: Vec<(usize, &[u8])> = Vec::with_capacity(data.len() / 128);
         let mut start = 0;
-        for (i, end) in memchr::memchr_iter(b'\n', data).chain([data.len()]).enumerate() {
+        for (i, end) in memchr::memchr_iter(b'\n', data)
+            .chain([data.len()])
+            .enumerate()
+        {
             let line = &data[start..end];
             start = end + 1;
             if line.iter().any(|b| !b.is_ascii_whitespace()) {
