@@ -334,12 +334,14 @@ impl PyRegistry {
             .or_raise(py)
     }
 
-    #[pyo3(signature = (audience, platforms=None))]
+    /// `apns_production` is the default APNs environment of the resolution's iOS batches.
+    #[pyo3(signature = (audience, platforms=None, apns_production=true))]
     fn resolve(
         &self,
         py: Python<'_>,
         audience: &Bound<'_, PyAny>,
         platforms: Option<Vec<String>>,
+        apns_production: bool,
     ) -> PyResult<PyResolution> {
         let spec = self::audience(audience)?;
         let ps = self::platforms(py, platforms)?;
@@ -354,6 +356,7 @@ impl PyRegistry {
             registry: self.inner.clone(),
             spec,
             platforms: ps,
+            apns_production,
         })
     }
 
@@ -435,6 +438,7 @@ pub struct PyResolution {
     registry: Shared,
     spec: AudienceSpec,
     platforms: Option<Vec<Platform>>,
+    apns_production: bool,
 }
 
 #[pymethods]
@@ -457,13 +461,16 @@ impl PyResolution {
         portable(py, &self.bitmap)
     }
 
-    #[pyo3(signature = (max_size=1000, apns_production=true))]
+    /// Delivery batches of at most `max_size` ids; iOS batches carry `apns_production`, by
+    /// default the environment the resolution was made for (the push's option).
+    #[pyo3(signature = (max_size=1000, apns_production=None))]
     fn batches(
         &self,
         py: Python<'_>,
         max_size: usize,
-        apns_production: bool,
+        apns_production: Option<bool>,
     ) -> PyResult<Vec<PyBatch>> {
+        let apns_production = apns_production.unwrap_or(self.apns_production);
         let bs = py.detach(|| {
             route::batches(
                 &self.registry.read(),

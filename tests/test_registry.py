@@ -45,8 +45,13 @@ def test_resolve_push_object_and_batches() -> None:
         ("winphone", None, 1),
     ]
     res = reg.resolve({**PUSH, "audience": "all", "options": {"apns_production": False}})
-    by = {(b.platform, b.vendor): b for b in res.batches(apns_production=False)}
-    assert by[("ios", None)].apns_production is False
+    by = {(b.platform, b.vendor): b for b in res.batches()}
+    assert by[("ios", None)].apns_production is False  # the push's option
+    assert [
+        b.apns_production for b in res.batches(apns_production=True) if b.platform == "ios"
+    ] == [True]
+    default = reg.resolve({**PUSH, "audience": "all"}).batches()
+    assert [b.apns_production for b in default if b.platform == "ios"] == [True]
     assert by[("android", "hms")].registration_ids() == ["a1"]
     assert by[("android", None)].apns_production is None
 

@@ -141,9 +141,12 @@ class Registry:
     # --- resolution ----------------------------------------------------------------------------
 
     def resolve(self, push: PushRequest | Mapping[str, Any]) -> Resolution:
-        """The devices a JPush push object reaches; ``PushError(1011)`` if none."""
+        """The devices a JPush push object reaches; ``PushError(1011)`` if none. Its iOS
+        batches carry the push's ``options.apns_production`` (production when absent)."""
         req = push if isinstance(push, PushRequest) else parse_push(push)
-        res = self._core.resolve(req.audience, _platforms(req.platform))
+        res = self._core.resolve(
+            req.audience, _platforms(req.platform), req.options.apns_production
+        )
         if len(res) == 0:
             raise PushError(1011, "there are no push targets that meet the conditions")
         return res
