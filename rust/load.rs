@@ -261,6 +261,17 @@ impl Registry {
         self.apply_columns(&cols)
     }
 
+    /// Load devices from columnar arrays (numpy); all or nothing. Returns the number of rows.
+    pub fn load_arrays(&mut self, a: Arrays) -> Result<usize> {
+        let names = a.tag_names;
+        let mut cols = Columns::from_arrays(a)?;
+        let global: Vec<u32> = names.iter().map(|t| self.intern_tag(t)).collect();
+        for t in &mut cols.tag_ids {
+            *t = global[*t as usize];
+        }
+        self.apply_columns(&cols)
+    }
+
     /// Apply validated columns; returns the number of rows.
     pub fn apply_columns(&mut self, cols: &Columns) -> Result<usize> {
         let n = cols.rid.len();
@@ -400,7 +411,7 @@ pub struct Arrays<'a> {
     pub rid_offsets: &'a [u64],
     pub platform: &'a [u8],
     pub vendor: Option<&'a [u8]>,
-    pub tag_ids: Vec<u32>,
+    pub tag_names: &'a [String],
     pub tag_indptr: Option<&'a [u64]>,
     pub tag_indices: Option<&'a [u32]>,
     pub alias_bytes: Option<&'a [u8]>,
@@ -435,7 +446,8 @@ fn spans<'a>(what: &str, bytes: &'a [u8], offsets: &[u64], n: usize) -> Result<V
 }
 
 impl<'a> Columns<'a> {
-    /// Validate arrays into columns. `tag_ids` are the registry ids of the arrays' tag names.
+    /// Validate arrays into columns; `tag_ids` are indices into `tag_names` until
+    /// `Registry::load_arrays` maps them to registry tag ids.
     pub fn from_arrays(a: Arrays<'a>) -> Result<Self> {
         let n = a.platform.len();
         let rid = spans("registration_id", a.rid_bytes, a.rid_offsets, n)?;
@@ -476,16 +488,13 @@ impl<'a> Columns<'a> {
                         "tag_indptr must ascend from 0 to len(tag_indices)",
                     ));
                 }
-                let ids = ix
-                    .iter()
-                    .map(|&t| {
-                        a.tag_ids
-                            .get(t as usize)
-                            .copied()
-                            .ok_or_else(|| row_err(0, format!("tag index {t} out of range")))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                (p.iter().map(|&x| x as usize).collect(), ids)
+                if let Some(&t) = ix.iter().find(|&&t| t as usize >= a.tag_names.len()) {
+                    return Err(row_err(0, format!("tag index {t} out of range")));
+                }
+                for t in a.tag_names {
+                    check_key("tag", t).map_err(|e| load_error(0, e))?;
+                }
+                (p.iter().map(|&x| x as usize).collect(), ix.to_vec())
             }
             _ => return Err(row_err(0, "tag_indptr and tag_indices go together")),
         };
@@ -567,13 +576,13 @@ mod tests {
     #[test]
     fn arrays_load() {
         let mut r = Registry::new();
-        let t = r.intern_tag("t");
-        let cols = Columns::from_arrays(Arrays {
+        let names = ["t".to_string()];
+        r.load_arrays(Arrays {
             rid_bytes: b"r1r2r3",
             rid_offsets: &[0, 2, 4, 6],
             platform: &[0, 1, 0],
             vendor: Some(&[1, 0, 0]),
-            tag_ids: vec![t],
+            tag_names: &names,
             tag_indptr: Some(&[0, 1, 1, 2]),
             tag_indices: Some(&[0, 0]),
             alias_bytes: Some(b"uu"),
@@ -581,7 +590,6 @@ mod tests {
             online: None,
         })
         .unwrap();
-        r.apply_columns(&cols).unwrap();
         assert_eq!(r.tag_bitmap("t").unwrap().to_vec(), vec![0, 2]);
         assert_eq!(r.alias_devices("u"), vec![0, 2]);
         assert_eq!(r.device("r1").unwrap().vendor, Some(Vendor::Hms));
@@ -590,13 +598,14 @@ mod tests {
             rid_offsets: &[0, 2],
             platform: &[1],
             vendor: Some(&[2]),
-            tag_ids: vec![],
+            tag_names: &[],
             tag_indptr: None,
             tag_indices: None,
             alias_bytes: None,
             alias_offsets: None,
             online: None,
         };
-        assert!(Columns::from_arrays(bad).is_err());
+        assert!(r.load_arrays(bad).is_err());
+        assert_eq!(r.capacity(), 3, "a refused load adds nothing");
     }
 }

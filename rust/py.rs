@@ -6,7 +6,7 @@
 use crate::error::Error;
 use crate::eval::{self, Step};
 use crate::expr::{self, AudienceSpec};
-use crate::load::{Arrays, Columns};
+use crate::load::Arrays;
 use crate::registry::{Platform, Registry, Vendor};
 use crate::{route, snapshot};
 use croaring::{Bitmap, Portable};
@@ -265,24 +265,18 @@ impl PyRegistry {
         let alias_offsets = opt_slice(&alias_offsets)?;
         let online = opt_slice(&online)?;
         py.detach(|| {
-            for t in &tag_names {
-                crate::registry::check_key("tag", t)?;
-            }
-            let mut reg = self.inner.write();
-            let tag_ids = tag_names.iter().map(|t| reg.intern_tag(t)).collect();
-            let cols = Columns::from_arrays(Arrays {
+            self.inner.write().load_arrays(Arrays {
                 rid_bytes,
                 rid_offsets,
                 platform,
                 vendor,
-                tag_ids,
+                tag_names: &tag_names,
                 tag_indptr,
                 tag_indices,
                 alias_bytes,
                 alias_offsets,
                 online,
-            })?;
-            reg.apply_columns(&cols)
+            })
         })
         .or_raise(py)
     }

@@ -173,9 +173,21 @@ def test_numpy_load_matches_upserts() -> None:
     for r in rids:
         assert reg.device(r) == want.device(r)
     bad_platform = np.array([0, 0, 1, 2, 9, 0], dtype=np.uint8)
+    tags_before = sorted(reg.tags())
     with pytest.raises(LoadError):
         reg.load_arrays(rid_bytes=rid_bytes, rid_offsets=rid_offsets, platform=bad_platform)
+    with pytest.raises(LoadError):
+        reg.load_arrays(
+            rid_bytes=rid_bytes,
+            rid_offsets=rid_offsets,
+            platform=platform,
+            tag_names=["fresh", ""],
+            tag_indptr=tag_indptr,
+            tag_indices=tag_indices,
+        )
     assert len(reg) == 6
+    assert sorted(reg.tags()) == tags_before
+    assert reg.resolve_audience({"tag": ["fresh"]}).registration_ids() == []
 
 
 def test_snapshot_round_trip_and_corruption(tmp_path: Path) -> None:
