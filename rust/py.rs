@@ -116,6 +116,17 @@ pub struct PyRegistry {
     inner: Shared,
 }
 
+impl PyRegistry {
+    /// Run `f` under the write lock with the GIL released; its error becomes a Python one.
+    fn write<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| f(&mut self.inner.write())).or_raise(py)
+    }
+}
+
 #[pymethods]
 impl PyRegistry {
     #[new]
@@ -155,8 +166,7 @@ impl PyRegistry {
 
     fn add_tags(&self, py: Python<'_>, registration_id: &str, tags: Vec<String>) -> PyResult<()> {
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-        py.detach(|| self.inner.write().add_tags(registration_id, &tags))
-            .or_raise(py)
+        self.write(py, |r| r.add_tags(registration_id, &tags))
     }
 
     fn remove_tags(
@@ -166,8 +176,7 @@ impl PyRegistry {
         tags: Vec<String>,
     ) -> PyResult<()> {
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-        py.detach(|| self.inner.write().remove_tags(registration_id, &tags))
-            .or_raise(py)
+        self.write(py, |r| r.remove_tags(registration_id, &tags))
     }
 
     fn set_alias(
@@ -176,8 +185,7 @@ impl PyRegistry {
         registration_id: &str,
         alias: Option<&str>,
     ) -> PyResult<()> {
-        py.detach(|| self.inner.write().set_alias(registration_id, alias))
-            .or_raise(py)
+        self.write(py, |r| r.set_alias(registration_id, alias))
     }
 
     fn set_mobile(
@@ -186,13 +194,11 @@ impl PyRegistry {
         registration_id: &str,
         mobile: Option<&str>,
     ) -> PyResult<()> {
-        py.detach(|| self.inner.write().set_mobile(registration_id, mobile))
-            .or_raise(py)
+        self.write(py, |r| r.set_mobile(registration_id, mobile))
     }
 
     fn set_online(&self, py: Python<'_>, registration_id: &str, online: bool) -> PyResult<()> {
-        py.detach(|| self.inner.write().set_online(registration_id, online))
-            .or_raise(py)
+        self.write(py, |r| r.set_online(registration_id, online))
     }
 
     fn delete(&self, py: Python<'_>, registration_id: &str) -> bool {
@@ -301,8 +307,7 @@ impl PyRegistry {
 
     fn add_segment_bitmap(&self, py: Python<'_>, name: &str, portable: &[u8]) -> PyResult<u64> {
         let members = from_portable(py, portable)?;
-        py.detach(|| self.inner.write().add_static_segment(name, members))
-            .or_raise(py)
+        self.write(py, |r| r.add_static_segment(name, members))
     }
 
     fn add_dynamic_segment(
@@ -312,8 +317,7 @@ impl PyRegistry {
         audience: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let spec = self::audience(audience)?;
-        py.detach(|| self.inner.write().add_dynamic_segment(name, spec))
-            .or_raise(py)
+        self.write(py, |r| r.add_dynamic_segment(name, spec))
     }
 
     fn add_abtest(
@@ -324,8 +328,7 @@ impl PyRegistry {
         groups: Vec<(String, u32)>,
     ) -> PyResult<()> {
         let spec = audience(base)?;
-        py.detach(|| self.inner.write().add_abtest(name, spec, &groups))
-            .or_raise(py)
+        self.write(py, |r| r.add_abtest(name, spec, &groups))
     }
 
     /// `apns_production` is the default APNs environment of the resolution's iOS batches.
@@ -399,8 +402,7 @@ impl PyRegistry {
 
     fn set_tag_members(&self, py: Python<'_>, tag: &str, portable: &[u8]) -> PyResult<()> {
         let members = from_portable(py, portable)?;
-        py.detach(|| self.inner.write().set_tag_members(tag, &members))
-            .or_raise(py)
+        self.write(py, |r| r.set_tag_members(tag, &members))
     }
 
     fn memory_usage(&self) -> HashMap<&'static str, usize> {
