@@ -36,6 +36,15 @@ fn span<'a>(arena: &'a [u8], ends: &[u32], id: u32) -> &'a [u8] {
     &arena[start..ends[i] as usize]
 }
 
+/// Re-hashes a stored id from the arena (hashbrown calls it when the table grows).
+fn rehash<'a>(
+    arena: &'a [u8],
+    ends: &'a [u32],
+    hasher: &'a DefaultHashBuilder,
+) -> impl Fn(&u32) -> u64 + 'a {
+    move |&id| hasher.hash_one(span(arena, ends, id))
+}
+
 impl Interner {
     pub fn new() -> Self {
         Self::default()
@@ -95,7 +104,7 @@ impl Interner {
             index,
             hasher,
         } = self;
-        index.insert_unique(h, id, |&o| hasher.hash_one(span(arena, ends, o)));
+        index.insert_unique(h, id, rehash(arena, ends, hasher));
         (id, true)
     }
 
@@ -116,7 +125,7 @@ impl Interner {
             index,
             hasher,
         } = self;
-        index.reserve(n, |&o| hasher.hash_one(span(arena, ends, o)));
+        index.reserve(n, rehash(arena, ends, hasher));
     }
 
     /// The raw parts, for snapshots: the arena and the end offsets.
@@ -158,7 +167,7 @@ impl Interner {
                 index,
                 hasher,
             } = &mut out;
-            index.insert_unique(h, id, |&o| hasher.hash_one(span(arena, ends, o)));
+            index.insert_unique(h, id, rehash(arena, ends, hasher));
         }
         Ok(out)
     }

@@ -78,6 +78,29 @@ fn platforms(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Option<Vec<
         .or_raise(py)
 }
 
+/// A request's audience and platform filter, read from Python.
+type Request = (AudienceSpec, Option<Vec<Platform>>);
+
+fn request(
+    py: Python<'_>,
+    audience: &Bound<'_, PyAny>,
+    platforms: Option<Vec<String>>,
+) -> PyResult<Request> {
+    Ok((self::audience(audience)?, self::platforms(py, platforms)?))
+}
+
+/// Compile `req` against the registry and hand the expression to `f`, under the read lock
+/// with the GIL released.
+fn with_expr<T: Send>(
+    py: Python<'_>,
+    reg: &Shared,
+    req: &Request,
+    f: impl for<'r> FnOnce(expr::Expr<'r>) -> T + Send,
+) -> PyResult<T> {
+    py.detach(|| expr::compile(&reg.read(), &req.0, req.1.as_deref()).map(f))
+        .or_raise(py)
+}
+
 fn portable(py: Python<'_>, b: &Bitmap) -> Py<PyBytes> {
     PyBytes::new(py, &b.serialize::<Portable>()).unbind()
 }
@@ -340,19 +363,12 @@ impl PyRegistry {
         platforms: Option<Vec<String>>,
         apns_production: bool,
     ) -> PyResult<PyResolution> {
-        let spec = self::audience(audience)?;
-        let ps = self::platforms(py, platforms)?;
-        let bitmap = py
-            .detach(|| {
-                let reg = self.inner.read();
-                expr::compile(&reg, &spec, ps.as_deref()).map(|e| eval::evaluate(e, None))
-            })
-            .or_raise(py)?;
+        let req = request(py, audience, platforms)?;
+        let bitmap = with_expr(py, &self.inner, &req, |e| eval::evaluate(e, None))?;
         Ok(PyResolution {
             bitmap,
             registry: self.inner.clone(),
-            spec,
-            platforms: ps,
+            request: req,
             apns_production,
         })
     }
@@ -364,13 +380,8 @@ impl PyRegistry {
         audience: &Bound<'_, PyAny>,
         platforms: Option<Vec<String>>,
     ) -> PyResult<u64> {
-        let spec = self::audience(audience)?;
-        let ps = self::platforms(py, platforms)?;
-        py.detach(|| {
-            let reg = self.inner.read();
-            expr::compile(&reg, &spec, ps.as_deref()).map(eval::count)
-        })
-        .or_raise(py)
+        let req = request(py, audience, platforms)?;
+        with_expr(py, &self.inner, &req, eval::count)
     }
 
     #[pyo3(signature = (audience, platforms=None))]
@@ -380,13 +391,8 @@ impl PyRegistry {
         audience: &Bound<'_, PyAny>,
         platforms: Option<Vec<String>>,
     ) -> PyResult<u64> {
-        let spec = self::audience(audience)?;
-        let ps = self::platforms(py, platforms)?;
-        py.detach(|| {
-            let reg = self.inner.read();
-            expr::compile(&reg, &spec, ps.as_deref()).map(|e| eval::naive(e).cardinality())
-        })
-        .or_raise(py)
+        let req = request(py, audience, platforms)?;
+        with_expr(py, &self.inner, &req, |e| eval::naive(e).cardinality())
     }
 
     fn tag_members(&self, py: Python<'_>, tag: &str) -> Py<PyBytes> {
@@ -432,8 +438,7 @@ impl PyRegistry {
 pub struct PyResolution {
     bitmap: Bitmap,
     registry: Shared,
-    spec: AudienceSpec,
-    platforms: Option<Vec<Platform>>,
+    request: Request,
     apns_production: bool,
 }
 
@@ -491,15 +496,11 @@ impl PyResolution {
     /// The plan with the size of every step. Re-evaluates the audience against the registry
     /// as it is now (it may have changed since the resolution was made).
     fn explain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let steps = py
-            .detach(|| {
-                let reg = self.registry.read();
-                let mut steps: Vec<Step> = Vec::new();
-                expr::compile(&reg, &self.spec, self.platforms.as_deref())
-                    .map(|e| eval::evaluate(e, Some(&mut steps)))
-                    .map(|_| steps)
-            })
-            .or_raise(py)?;
+        let steps = with_expr(py, &self.registry, &self.request, |e| {
+            let mut steps: Vec<Step> = Vec::new();
+            eval::evaluate(e, Some(&mut steps));
+            steps
+        })?;
         steps
             .into_iter()
             .map(|s| {
