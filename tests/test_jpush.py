@@ -600,12 +600,13 @@ def test_android_size_counts_the_shortcut_alert() -> None:
     assert parse_push(filled).notification is not None
 
 
-def test_android_message_only_at_4000_bytes() -> None:
-    ok = push(platform=["android"], notification=None)
-    ok["message"] = {"msg_content": "m" * (4000 - EMPTY_MESSAGE)}
-    assert parse_push(ok).message is not None
-    ok["message"] = {"msg_content": "m" * (4001 - EMPTY_MESSAGE)}
-    refused(1005, parse_push, ok)
+@pytest.mark.parametrize("platform", ["android", "ios"])
+def test_message_only_at_4000_bytes(platform: str) -> None:
+    obj = push(platform=[platform], notification=None)
+    obj["message"] = {"msg_content": "m" * (4000 - EMPTY_MESSAGE)}
+    assert parse_push(obj).message is not None
+    obj["message"] = {"msg_content": "m" * (4001 - EMPTY_MESSAGE)}
+    refused(1005, parse_push, obj)
 
 
 def test_ios_notification_at_2000_bytes() -> None:
@@ -617,14 +618,6 @@ def test_ios_notification_at_2000_bytes() -> None:
     # The shortcut alone, sent to iOS, is measured the same way.
     assert parse_push(push(platform=["ios"], notification={"alert": "a" * n})) is not None
     refused(1005, parse_push, push(platform=["ios"], notification={"alert": "a" * (n + 1)}))
-
-
-def test_ios_message_at_4000_bytes() -> None:
-    obj = push(platform=["ios"], notification=None)
-    obj["message"] = {"msg_content": "m" * (4000 - EMPTY_MESSAGE)}
-    assert parse_push(obj).message is not None
-    obj["message"] = {"msg_content": "m" * (4001 - EMPTY_MESSAGE)}
-    refused(1005, parse_push, obj)
 
 
 def test_winphone_notification_at_1000_bytes() -> None:
