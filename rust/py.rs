@@ -251,6 +251,20 @@ impl PyRegistry {
         self.inner.read().device_id(registration_id)
     }
 
+    /// The registration IDs of interned device ids (live or deleted), in the given order.
+    fn registration_ids(
+        &self,
+        py: Python<'_>,
+        ids: PyReadonlyArray1<'_, u32>,
+    ) -> PyResult<Vec<String>> {
+        let ids = slice(&ids)?;
+        let capacity = self.inner.read().capacity();
+        if let Some(&bad) = ids.iter().find(|&&d| d as usize >= capacity) {
+            return Err(PyValueError::new_err(format!("no device has id {bad}")));
+        }
+        Ok(py.detach(|| strings(&self.inner, ids)))
+    }
+
     fn tags(&self) -> Vec<String> {
         self.inner
             .read()
@@ -442,6 +456,19 @@ pub struct PyResolution {
     apns_production: bool,
 }
 
+impl PyResolution {
+    /// This resolution intersected with one attribute bitmap of the registry as it is now.
+    fn restricted(&self, py: Python<'_>, attribute: fn(&Registry) -> &Bitmap) -> PyResolution {
+        let bitmap = py.detach(|| self.bitmap.and(attribute(&self.registry.read())));
+        PyResolution {
+            bitmap,
+            registry: self.registry.clone(),
+            request: self.request.clone(),
+            apns_production: self.apns_production,
+        }
+    }
+}
+
 #[pymethods]
 impl PyResolution {
     fn __len__(&self) -> usize {
@@ -460,6 +487,16 @@ impl PyResolution {
 
     fn to_bytes(&self, py: Python<'_>) -> Py<PyBytes> {
         portable(py, &self.bitmap)
+    }
+
+    /// The devices of this resolution that are online now.
+    fn online(&self, py: Python<'_>) -> PyResolution {
+        self.restricted(py, Registry::online_bitmap)
+    }
+
+    /// The devices of this resolution that have a mobile number now.
+    fn with_mobile(&self, py: Python<'_>) -> PyResolution {
+        self.restricted(py, Registry::mobile_bitmap)
     }
 
     /// Delivery batches of at most `max_size` ids; iOS batches carry `apns_production`, by

@@ -237,6 +237,16 @@ impl Registry {
         &self.vendors[v as usize]
     }
 
+    /// The live devices that are online now.
+    pub fn online_bitmap(&self) -> &Bitmap {
+        &self.online
+    }
+
+    /// The live devices that have a mobile number.
+    pub fn mobile_bitmap(&self) -> &Bitmap {
+        &self.has_mobile
+    }
+
     pub fn tag_bitmap(&self, tag: &str) -> Option<&Bitmap> {
         self.tags.lookup(tag).map(|t| &self.tag_bitmaps[t as usize])
     }

@@ -51,9 +51,85 @@ def main(argv: Sequence[str] | None = None) -> int:
     imp.add_argument("devices", help="a devices.jsonl file")
     imp.add_argument("--snapshot", required=True, help="where to write the snapshot")
     imp.set_defaults(func=_import)
+    serve = sub.add_parser("serve", help="run the JPush v3 emulator (HTTP) over a durable store")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8800)
+    serve.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="APPKEY:MASTERSECRET",
+        help="an app to serve (repeatable); with none, a demo app is made and printed",
+    )
+    serve.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="GROUPKEY:SECRET=APPKEY,APPKEY",
+        help="an app group for /v3/grouppush (repeatable)",
+    )
+    serve.add_argument(
+        "--import",
+        dest="import_dir",
+        metavar="DIR",
+        help="load DIR's devices.jsonl and segments.jsonl into the first app",
+    )
+    serve.add_argument(
+        "--store",
+        default="reach-data",
+        metavar="PATH",
+        help="the durable store's directory (default ./reach-data)",
+    )
+    serve.add_argument(
+        "--demo",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fill an empty store with N synthetic devices",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="API calls per app and minute (default 0: unlimited)",
+    )
+    serve.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="the largest delivery batch (default 1000)",
+    )
+    serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     rc: int = args.func(args)
     return rc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .emulator import AppConfig, GroupConfig, serve
+
+    try:
+        apps = [AppConfig.parse(a) for a in args.app]
+        groups = [GroupConfig.parse(g) for g in args.group]
+    except ValueError as e:
+        print(f"reach serve: {e}", file=sys.stderr)
+        return 2
+    serve(
+        host=args.host,
+        port=args.port,
+        apps=apps,
+        groups=groups,
+        store_path=args.store,
+        import_dir=args.import_dir,
+        demo=args.demo,
+        rate_limit=args.rate_limit,
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+    )
+    return 0
 
 
 def _import(args: argparse.Namespace) -> int:

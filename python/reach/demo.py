@@ -11,9 +11,10 @@ DEMO_TAGS = ("深圳", "北京", "广州", "上海", "female", "male", "vip", "m
 DEMO_SHARES = (0.3, 0.25, 0.15, 0.2, 0.5, 0.45, 0.05, 0.2, 0.1, 0.12)
 
 
-def build_demo(n: int, seed: int = 7) -> Registry:
+def build_demo(n: int, seed: int = 7, into: Registry | None = None) -> Registry:
     """``n`` devices: ``rid{i}``, 70/28/2 android/ios/winphone, mixed vendors, the demo tags,
-    aliases ``user{i // 2}`` (two devices per user) on 80% of devices, 30% online.
+    aliases ``user{i // 2}`` (two devices per user) on 80% of devices, 30% online; loaded
+    ``into`` a registry (a new one by default), which is returned.
     """
     rng = np.random.default_rng(seed)
     rids = np.char.add("rid", np.arange(n).astype(str)).astype(np.bytes_)
@@ -31,7 +32,7 @@ def build_demo(n: int, seed: int = 7) -> Registry:
     aliases = np.where(has_alias, aliases, b"")
     alias_offsets = np.concatenate([[0], np.cumsum(np.char.str_len(aliases))]).astype(np.uint64)
     alias_bytes = np.frombuffer(b"".join(aliases.tolist()) or b"\0", dtype=np.uint8)
-    reg = Registry()
+    reg = Registry() if into is None else into
     reg.load_arrays(
         rid_bytes=rid_bytes,
         rid_offsets=rid_offsets,

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import _core
 from .errors import PushError
 from .jpush import Audience, PushRequest, parse_audience, parse_platform, parse_push
@@ -93,6 +95,10 @@ class Registry:
 
     def device_id(self, registration_id: str) -> int | None:
         return self._core.device_id(registration_id)
+
+    def registration_ids(self, ids: Any) -> list[str]:
+        """The registration IDs of interned device ids (a numpy ``uint32`` array), in order."""
+        return self._core.registration_ids(np.ascontiguousarray(ids, dtype=np.uint32))
 
     def tags(self) -> list[str]:
         """The tags some device holds."""

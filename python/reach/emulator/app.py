@@ -1,0 +1,573 @@
+"""The emulator's API: JPush v3 requests in, JPush-shaped answers out, with no HTTP server in it.
+
+``Emulator.handle(method, target, headers, body)`` is the whole API; ``server.py`` only moves bytes.
+Every answer is JSON. Every refusal is the seed's shape, ``{"error": {"code", "message"}}``, with
+the HTTP status of the seed's table, and changes nothing. Each app has its own registry; a key
+reaches its own app's devices only (a group key: the devices of its apps, through grouppush).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+
+from ..errors import PushError
+from ..jpush import PushRequest, parse_push
+from ..registry import Registry, Resolution
+from . import messages
+from .mutations import (
+    DeleteAlias,
+    DeleteDevice,
+    DeleteTag,
+    Mutation,
+    Register,
+    SetOnline,
+    UpdateDevice,
+    UpdateTag,
+    parse_platforms,
+)
+from .store import Store, StoredMessage
+
+log = logging.getLogger("reach.emulator")
+
+DAY: Final = 86400.0
+MAX_BODY: Final = 1 << 20
+"""Largest request body of the vendor API (a push with 1000 aliases is about 45 KB)."""
+MAX_REGISTER_BODY: Final = 64 << 20
+"""Largest body of the emulator's bulk device registration."""
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """An app: its key and master secret."""
+
+    appkey: str
+    secret: str
+
+    @classmethod
+    def parse(cls, text: str) -> AppConfig:
+        """``APPKEY:MASTERSECRET``."""
+        key, sep, secret = text.partition(":")
+        if not sep or not key or not secret or key.startswith("group-"):
+            raise ValueError(f"an app is APPKEY:MASTERSECRET, got {text!r}")
+        return cls(key, secret)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """An app group: its key (without the ``group-`` prefix), secret and member apps."""
+
+    key: str
+    secret: str
+    apps: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> GroupConfig:
+        """``GROUPKEY:SECRET=APPKEY,APPKEY``."""
+        creds, sep, apps = text.partition("=")
+        key, sep2, secret = creds.partition(":")
+        members = tuple(a for a in apps.split(",") if a)
+        if not (sep and sep2 and key and secret and members):
+            raise ValueError(f"a group is GROUPKEY:SECRET=APPKEY,APPKEY, got {text!r}")
+        return cls(key.removeprefix("group-"), secret, members)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer: HTTP status, headers and a JSON body."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value: object, status: int = 200) -> Reply:
+        body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(status, body, {})
+
+    @classmethod
+    def error(cls, e: PushError) -> Reply:
+        return cls.json(e.to_json(), e.http_status)
+
+    @property
+    def payload(self) -> Any:
+        """The body, parsed (tests read answers with it)."""
+        return json.loads(self.body) if self.body else None
+
+
+class _App:
+    """One app at run time: its registry and the lock that orders its mutations."""
+
+    def __init__(self, appkey: str, secret: str, registry: Registry) -> None:
+        self.appkey = appkey
+        self.secret = secret.encode()
+        self.registry = registry
+        self.lock = threading.Lock()
+        self.unsaved = 0  # journal entries since the last checkpoint
+
+
+class _RateLimit:
+    """A fixed one-minute window of requests per key (JPush counts calls per app and minute)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> tuple[bool, dict[str, str]]:
+        """Count one call of ``key``: whether it is allowed, and the X-Rate-Limit headers."""
+        now = self.clock()
+        window = int(now // 60)
+        with self._lock:
+            start, used = self._windows.get(key, (window, 0))
+            if start != window:
+                start, used = window, 0
+            allowed = used < self.limit
+            if allowed:
+                used += 1
+            self._windows[key] = (start, used)
+        headers = {
+            "X-Rate-Limit-Limit": str(self.limit),
+            "X-Rate-Limit-Remaining": str(self.limit - used),
+            "X-Rate-Limit-Reset": str(max(1, int((window + 1) * 60 - now))),
+        }
+        return allowed, headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    caller: str  # the authenticated appkey, or "group-<key>"
+
+
+_Handler = Callable[["Emulator", _Request, re.Match[str]], Reply]
+
+
+class Emulator:
+    """JPush v3 over a durable store. Thread-safe: handlers may run concurrently.
+
+    ``apps`` are the apps served (created in the store if new; their devices persist there);
+    ``groups`` the app groups of ``/v3/grouppush``; ``rate_limit`` calls per app and minute
+    (0: unlimited); ``batch_size`` the cap of a delivery batch; ``checkpoint_every`` how many
+    journaled mutations of an app trigger a new snapshot.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        apps: list[AppConfig],
+        groups: list[GroupConfig] | None = None,
+        *,
+        rate_limit: int = 0,
+        batch_size: int = 1000,
+        checkpoint_every: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not apps:
+            raise ValueError("an emulator serves at least one app")
+        self.store = store
+        self.clock = clock
+        self.batch_size = batch_size
+        self.checkpoint_every = checkpoint_every
+        self.apps: dict[str, _App] = {}
+        for a in apps:
+            store.add_app(a.appkey, a.secret)
+            reg, replayed = store.open_registry(a.appkey)
+            self.apps[a.appkey] = _App(a.appkey, a.secret, reg)
+            self.apps[a.appkey].unsaved = replayed
+        self.groups = {f"group-{g.key}": g for g in groups or []}
+        for g in self.groups.values():
+            unknown = [k for k in g.apps if k not in self.apps]
+            if unknown:
+                raise ValueError(f"group {g.key} names unknown apps: {', '.join(unknown)}")
+        self._rate = _RateLimit(rate_limit, clock) if rate_limit > 0 else None
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> Reply:
+        """Answer one request. ``headers`` keys are matched case-insensitively."""
+        try:
+            return self._handle(method.upper(), target, headers, body)
+        except PushError as e:
+            return Reply.error(e)
+        except Exception:  # a bug: answer as the seed's 1000, never a bare 500 page
+            log.exception("internal error on %s %s", method, target)
+            return Reply.error(PushError(1000, "internal system error"))
+
+    def _handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        for pattern, methods, auth in _ROUTES:
+            m = pattern.fullmatch(path)
+            if m is None:
+                continue
+            handler = methods.get(method)
+            if handler is None:
+                raise PushError(1001, f"{method} is not supported on {path}")
+            limit = MAX_REGISTER_BODY if path == "/_emulator/devices" else MAX_BODY
+            if len(body) > limit:
+                raise PushError(1005, f"the request body is {len(body)} bytes; at most {limit}")
+            caller = self._authenticate(headers) if auth else ""
+            rate_headers: dict[str, str] = {}
+            if self._rate is not None and caller:
+                allowed, rate_headers = self._rate.take(caller)
+                if not allowed:
+                    reply = Reply.error(PushError(2002, "API call frequency exceeds the limit"))
+                    return Reply(reply.status, reply.body, rate_headers)
+            query = parse_qs(parts.query, keep_blank_values=True)
+            try:
+                reply = handler(self, _Request(method, path, query, body, caller), m)
+            except PushError as e:
+                reply = Reply.error(e)
+            return Reply(reply.status, reply.body, reply.headers | rate_headers)
+        raise PushError(1003, f"no API at {path}")
+
+    def _authenticate(self, headers: Mapping[str, str]) -> str:
+        """The caller named by HTTP Basic auth, checked against its secret in constant time."""
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+        if value is None:
+            raise PushError(1004, "missing HTTP Basic authentication (appKey:masterSecret)")
+        scheme, _, encoded = value.partition(" ")
+        try:
+            if scheme.lower() != "basic":
+                raise ValueError(scheme)
+            user, sep, secret = (
+                base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+            )
+            if not sep:
+                raise ValueError("no colon")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise PushError(1004, "malformed HTTP Basic authentication") from None
+        if user.startswith("group-"):
+            group = self.groups.get(user)
+            expected = group.secret.encode() if group else None
+        else:
+            app = self.apps.get(user)
+            expected = app.secret if app else None
+        if expected is None:
+            raise PushError(1008, f"unknown app_key {user!r}")
+        if not hmac.compare_digest(secret.encode(), expected):
+            raise PushError(1004, "authentication failed: wrong master secret")
+        return user
+
+    def _app(self, req: _Request) -> _App:
+        if req.caller.startswith("group-"):
+            raise PushError(1008, "a group key can only push through /v3/grouppush")
+        return self.apps[req.caller]
+
+    # --- push ----------------------------------------------------------------------------------
+
+    def _push(self, req: _Request, _: re.Match[str]) -> Reply:
+        app = self._app(req)
+        push = parse_push(_json_body(req.body))
+        self._check_cid(push, app.appkey)
+        if push.cid is not None:
+            first = self.store.message_by_cid(app.appkey, push.cid, self.clock() - DAY)
+            if first is not None:
+                return Reply.json(first.response)
+        self._check_override(push, app.appkey)
+        res = self._resolve(app, push)
+        msg_id = self.store.next_msg_id()
+        response = {"sendno": push.sendno, "msg_id": str(msg_id)}
+        self._record(app, push, res, msg_id, "push", response)
+        return Reply.json(response)
+
+    def _validate(self, req: _Request, _: re.Match[str]) -> Reply:
+        app = self._app(req)
+        push = parse_push(_json_body(req.body))
+        self._check_cid(push, app.appkey)
+        self._check_override(push, app.appkey)
+        self._resolve(app, push)
+        return Reply.json({"sendno": push.sendno, "msg_id": "0"})
+
+    def _grouppush(self, req: _Request, _: re.Match[str]) -> Reply:
+        group = self.groups.get(req.caller)
+        if group is None:
+            raise PushError(1004, "grouppush needs a group key: group-<key>:<secret>")
+        push = parse_push(_json_body(req.body))
+        if push.options.override_msg_id is not None:
+            raise PushError(1003, "options.override_msg_id is not supported by group push")
+        self._check_cid(push, req.caller)
+        if push.cid is not None:
+            first = self.store.message_by_cid(req.caller, push.cid, self.clock() - DAY)
+            if first is not None:
+                return Reply.json(first.response)
+        resolved: list[tuple[_App, Resolution]] = []
+        answer: dict[str, Any] = {}
+        for key in group.apps:
+            app = self.apps[key]
+            try:
+                resolved.append((app, self._resolve(app, push)))
+            except PushError as e:
+                answer[key] = e.to_json()
+        if not resolved:
+            raise PushError(1011, "there are no push targets that meet the conditions")
+        group_msgid = self.store.next_msg_id()
+        answer = {"group_msgid": str(group_msgid)} | answer
+        for app, res in resolved:
+            msg_id = self.store.next_msg_id()
+            response = {"sendno": push.sendno, "msg_id": str(msg_id)}
+            answer[app.appkey] = response
+            self._record(app, push, res, msg_id, "grouppush", response)
+        if push.cid is not None:  # the group's own record answers a repeated cid
+            self.store.add_message(
+                StoredMessage(
+                    group_msgid,
+                    req.caller,
+                    "grouppush",
+                    push.cid,
+                    self.clock(),
+                    0,
+                    {"sendno": push.sendno},
+                    answer,
+                    [],
+                    _NO_IDS,
+                    _NO_IDS,
+                )
+            )
+        return Reply.json(answer)
+
+    def _check_cid(self, push: PushRequest, owner: str) -> None:
+        if push.cid is not None and re.fullmatch(re.escape(owner) + "-" + _UUID, push.cid) is None:
+            raise PushError(1003, f"cid must be one issued by /v3/push/cid: {owner}-<uuid>")
+
+    def _check_override(self, push: PushRequest, appkey: str) -> None:
+        override = push.options.override_msg_id
+        if override is None:
+            return
+        m = self.store.message(override)
+        if m is None or m.appkey != appkey or m.created < self.clock() - DAY:
+            raise PushError(1003, f"override_msg_id {override} is not a message of the last day")
+
+    def _resolve(self, app: _App, push: PushRequest) -> Resolution:
+        return app.registry.resolve(push)
+
+    def _record(
+        self,
+        app: _App,
+        push: PushRequest,
+        res: Resolution,
+        msg_id: int,
+        api: str,
+        response: dict[str, Any],
+    ) -> None:
+        delivery = messages.plan(res, push, self.batch_size)
+        self.store.add_message(
+            StoredMessage(
+                msg_id=msg_id,
+                appkey=app.appkey,
+                api=api,
+                cid=push.cid,
+                created=self.clock(),
+                ttl=push.options.time_to_live,
+                info=messages.summary(push),
+                response=response,
+                batches=delivery.batches,
+                ids=delivery.ids,
+                online=delivery.online,
+            )
+        )
+
+    def _cid(self, req: _Request, _: re.Match[str]) -> Reply:
+        count = _int_param(req.query, "count", 1)
+        if not 1 <= count <= 1000:
+            raise PushError(1003, f"count must be in [1, 1000], got {count}")
+        kind = _param(req.query, "type") or "push"
+        if kind not in ("push", "schedule"):
+            raise PushError(1003, f"type must be push or schedule, got {kind!r}")
+        return Reply.json({"cidlist": [f"{req.caller}-{uuid.uuid4()}" for _ in range(count)]})
+
+    # --- report --------------------------------------------------------------------------------
+
+    def _received(self, req: _Request, _: re.Match[str]) -> Reply:
+        app = self._app(req)
+        raw = _param(req.query, "msg_ids")
+        if not raw:
+            raise PushError(1002, "msg_ids is required: comma-separated message ids")
+        ids = raw.split(",")
+        if len(ids) > 100 or not all(i.strip().isdigit() for i in ids):
+            raise PushError(1003, "msg_ids must be at most 100 comma-separated message ids")
+        out = []
+        for text in ids:
+            m = self.store.message(int(text))
+            if m is None or m.appkey != app.appkey:
+                out.append(messages.received_unknown(int(text)))
+                continue
+            end = m.created + m.ttl
+            rids = self.store.came_online(app.appkey, m.created, end)
+            came = [app.registry.device_id(r) for r in rids]
+            online = np.array(sorted({d for d in came if d is not None}), dtype=np.uint32)
+            out.append(messages.received(m, online))
+        return Reply.json(out)
+
+    # --- device API ----------------------------------------------------------------------------
+
+    def _mutate(self, app: _App, mutation: Mutation) -> None:
+        """Check, journal (durable before the answer), then apply one mutation."""
+        with app.lock:
+            mutation.check(app.registry)
+            came_online = None
+            if isinstance(mutation, SetOnline | Register) and mutation.online:
+                came_online = (mutation.registration_id, self.clock())
+            self.store.journal(app.appkey, mutation, came_online)
+            mutation.apply(app.registry)
+            app.unsaved += 1
+            if app.unsaved >= self.checkpoint_every:
+                self.store.checkpoint(app.appkey, app.registry)
+                app.unsaved = 0
+
+    def checkpoint(self) -> None:
+        """Snapshot every app that has journaled mutations (on shutdown, after an import)."""
+        for app in self.apps.values():
+            with app.lock:
+                self.store.checkpoint(app.appkey, app.registry)
+                app.unsaved = 0
+
+    def _device(self, req: _Request, m: re.Match[str]) -> Reply:
+        app = self._app(req)
+        rid = m["rid"]
+        if req.method == "POST":
+            self._mutate(app, UpdateDevice.parse(rid, _json_body(req.body)))
+            return Reply(200, b"")
+        device = app.registry.device(rid)
+        if device is None:
+            raise PushError(1003, f"registration_id {rid!r} is not a registered device")
+        return Reply.json(
+            {"tags": device["tags"], "alias": device["alias"], "mobile": device["mobile"]}
+        )
+
+    def _status(self, req: _Request, _: re.Match[str]) -> Reply:
+        app = self._app(req)
+        body = _json_body(req.body)
+        rids = body.get("registration_ids") if isinstance(body, dict) else None
+        if not isinstance(rids, list) or not 0 < len(rids) <= 1000:
+            raise PushError(1003, "registration_ids must be an array of 1 to 1000 IDs")
+        out: dict[str, Any] = {}
+        for rid in rids:
+            device = app.registry.device(rid) if isinstance(rid, str) else None
+            if device is None:
+                raise PushError(1003, f"registration_id {rid!r} is not a registered device")
+            out[rid] = {"online": device["online"]}
+        return Reply.json(out)
+
+    def _tags(self, req: _Request, _: re.Match[str]) -> Reply:
+        return Reply.json({"tags": self._app(req).registry.tags()})
+
+    def _tag(self, req: _Request, m: re.Match[str]) -> Reply:
+        app = self._app(req)
+        tag = m["tag"]
+        if req.method == "POST":
+            self._mutate(app, UpdateTag.parse(tag, _json_body(req.body)))
+        else:
+            platforms = parse_platforms(_param(req.query, "platform"))
+            self._mutate(app, DeleteTag(tag, platforms))
+        return Reply(200, b"")
+
+    def _tag_member(self, req: _Request, m: re.Match[str]) -> Reply:
+        device = self._app(req).registry.device(m["rid"])
+        return Reply.json({"result": device is not None and m["tag"] in device["tags"]})  # type: ignore[operator]
+
+    def _alias(self, req: _Request, m: re.Match[str]) -> Reply:
+        app = self._app(req)
+        platforms = parse_platforms(_param(req.query, "platform"))
+        if req.method == "DELETE":
+            self._mutate(app, DeleteAlias(m["alias"], platforms))
+            return Reply(200, b"")
+        res = app.registry.resolve_audience({"alias": [m["alias"]]}, platforms or "all")
+        return Reply.json({"registration_ids": res.registration_ids()})
+
+    # --- the emulator's own endpoints ----------------------------------------------------------
+
+    def _register(self, req: _Request, _: re.Match[str]) -> Reply:
+        """Register devices: one device object of the import format, or an array of them."""
+        app = self._app(req)
+        body = _json_body(req.body)
+        items = body if isinstance(body, list) else [body]
+        devices = [Register.parse(d, f"devices[{i}]") for i, d in enumerate(items)]
+        for d in devices:
+            self._mutate(app, d)
+        return Reply.json({"registered": len(devices)})
+
+    def _online(self, req: _Request, m: re.Match[str]) -> Reply:
+        self._mutate(self._app(req), SetOnline.parse(m["rid"], _json_body(req.body or b"{}")))
+        return Reply(200, b"")
+
+    def _unregister(self, req: _Request, m: re.Match[str]) -> Reply:
+        self._mutate(self._app(req), DeleteDevice(m["rid"]))
+        return Reply(200, b"")
+
+    def _message(self, req: _Request, m: re.Match[str]) -> Reply:
+        msg = self.store.message(int(m["msg_id"]))
+        if msg is None or msg.appkey not in self.apps:
+            raise PushError(1003, f"no message {m['msg_id']}")
+        return Reply.json(messages.inspect(msg, self.apps[msg.appkey].registry))
+
+
+_NO_IDS = np.zeros(0, dtype=np.uint32)
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise PushError(1003, f"the request body is not valid JSON: {e}") from None
+
+
+def _param(query: Mapping[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _int_param(query: Mapping[str, list[str]], name: str, default: int) -> int:
+    text = _param(query, name)
+    if text is None or text == "":
+        return default
+    if not text.isascii() or not text.isdigit():
+        raise PushError(1003, f"{name} must be a number, got {text!r}")
+    return int(text)
+
+
+def _route(
+    pattern: str, auth: bool = True, **methods: _Handler
+) -> tuple[re.Pattern[str], dict[str, _Handler], bool]:
+    return re.compile(pattern), methods, auth
+
+
+_SEG = r"[^/]+"
+_ROUTES: Final = [
+    _route(r"/v3/push", POST=Emulator._push),
+    _route(r"/v3/push/validate", POST=Emulator._validate),
+    _route(r"/v3/push/cid", GET=Emulator._cid),
+    _route(r"/v3/grouppush", POST=Emulator._grouppush),
+    _route(r"/v3/received", GET=Emulator._received),
+    _route(r"/v3/devices/status/?", POST=Emulator._status),
+    _route(rf"/v3/devices/(?P<rid>{_SEG})", GET=Emulator._device, POST=Emulator._device),
+    _route(r"/v3/tags/?", GET=Emulator._tags),
+    _route(rf"/v3/tags/(?P<tag>{_SEG})/registration_ids/(?P<rid>{_SEG})", GET=Emulator._tag_member),
+    _route(rf"/v3/tags/(?P<tag>{_SEG})", POST=Emulator._tag, DELETE=Emulator._tag),
+    _route(rf"/v3/aliases/(?P<alias>{_SEG})", GET=Emulator._alias, DELETE=Emulator._alias),
+    _route(r"/_emulator/devices", POST=Emulator._register),
+    _route(rf"/_emulator/devices/(?P<rid>{_SEG})/online", POST=Emulator._online),
+    _route(rf"/_emulator/devices/(?P<rid>{_SEG})", DELETE=Emulator._unregister),
+    _route(r"/_emulator/messages/(?P<msg_id>[0-9]{1,19})", auth=False, GET=Emulator._message),
+]

@@ -1,0 +1,149 @@
+"""What a push does in the emulator: its delivery batches, who received it, and how it is shown.
+
+A push is delivered in batches of one channel (platform), Android vendor and APNs environment,
+each capped at the emulator's batch size. ``big_push_duration`` spreads the batches' release
+offsets evenly over that many minutes. With ``sms_message``, the targeted devices that have a mobile
+number and were offline when the push went out get an SMS batch, released after ``delay_time`` on
+Android and at once elsewhere (the seed: the delay is honoured on Android only).
+
+A device received a push when it was online at send time, or when it came online within
+``time_to_live`` seconds after it (never, for ``time_to_live`` 0).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..jpush import PushRequest
+from ..registry import Registry, Resolution
+from .store import StoredMessage
+
+_EMPTY = np.zeros(0, dtype=np.uint32)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The batches of one push in one app: metadata, the concatenated device ids in batch order,
+    and the targeted devices that were online at send time (ascending)."""
+
+    batches: list[dict[str, Any]]
+    ids: npt.NDArray[np.uint32]
+    online: npt.NDArray[np.uint32]
+
+
+def plan(res: Resolution, push: PushRequest, batch_size: int) -> Delivery:
+    """Split a resolution into the push's delivery batches (see the module docstring)."""
+    batches = res.batches(max_size=batch_size)
+    spread = (push.options.big_push_duration or 0) * 60
+    meta: list[dict[str, Any]] = []
+    parts: list[npt.NDArray[np.uint32]] = []
+    for i, b in enumerate(batches):
+        meta.append(
+            {
+                "channel": b.platform,
+                "vendor": b.vendor,
+                "apns_production": b.apns_production,
+                "release_offset": i * spread // len(batches),
+                "size": len(b),
+            }
+        )
+        parts.append(b.ids)
+    online = res.online().ids()
+    if push.sms_message is not None:
+        for b in res.with_mobile().batches(max_size=batch_size):
+            offline = np.setdiff1d(b.ids, online, assume_unique=True)
+            if len(offline):
+                delay = push.sms_message.delay_time if b.platform == "android" else 0
+                meta.append(
+                    {
+                        "channel": "sms",
+                        "platform": b.platform,
+                        "release_offset": delay,
+                        "size": len(offline),
+                    }
+                )
+                parts.append(offline.astype(np.uint32))
+    ids = np.concatenate(parts).astype(np.uint32) if parts else _EMPTY
+    return Delivery(meta, ids, online)
+
+
+def summary(push: PushRequest) -> dict[str, Any]:
+    """What the report needs to know of a push besides its batches."""
+    note = push.notification  # its alert shortcut reaches iOS too, even without an ios object
+    return {
+        "sendno": push.sendno,
+        "ios_notification": note is not None and push.targets("ios"),
+        "message": push.message is not None,
+        "override_msg_id": push.options.override_msg_id,
+    }
+
+
+def _platform_ids(m: StoredMessage, channel: str) -> npt.NDArray[np.uint32]:
+    """The device ids of the message's batches on ``channel``, ascending."""
+    parts, start = [], 0
+    for b in m.batches:
+        end = start + int(b["size"])
+        if b["channel"] == channel:
+            parts.append(m.ids[start:end])
+        start = end
+    return np.sort(np.concatenate(parts)) if parts else _EMPTY
+
+
+def received(m: StoredMessage, came_online: npt.NDArray[np.uint32]) -> dict[str, Any]:
+    """The report API's entry for a message: per-platform counts of devices that received it
+    (``None`` for a platform the message did not target). ``came_online``: the app's devices that
+    connected between the send and the end of ``time_to_live``."""
+    late = np.setdiff1d(came_online, m.online, assume_unique=True) if m.ttl > 0 else _EMPTY
+
+    def delivered(channel: str) -> int | None:
+        targets = _platform_ids(m, channel)
+        if not len(targets):
+            return None
+        now = np.isin(targets, m.online, assume_unique=True).sum()
+        later = np.isin(targets, late, assume_unique=True).sum()
+        return int(now + later)
+
+    android, ios, winphone = delivered("android"), delivered("ios"), delivered("winphone")
+    ios_sent = len(_platform_ids(m, "ios")) if ios is not None else None
+    notify_ios = bool(m.info.get("ios_notification")) and ios is not None
+    return {
+        "msg_id": m.msg_id,
+        "android_received": android,
+        "ios_apns_sent": ios_sent if notify_ios else None,
+        "ios_apns_received": ios if notify_ios else None,
+        "ios_msg_received": ios if m.info.get("message") else None,
+        "wp_received": winphone,
+    }
+
+
+def received_unknown(msg_id: int) -> dict[str, Any]:
+    """The report API's entry for a message id the app never sent: every count null."""
+    keys = ("android_received", "ios_apns_sent", "ios_apns_received", "ios_msg_received")
+    return {"msg_id": msg_id} | dict.fromkeys((*keys, "wp_received"))
+
+
+def inspect(m: StoredMessage, reg: Registry) -> dict[str, Any]:
+    """The emulator inspection answer (DESIGN.md, a stable contract): every batch with its ids."""
+    batches, start = [], 0
+    for b in m.batches:
+        end = start + int(b["size"])
+        ids = reg.registration_ids(m.ids[start:end])
+        batches.append({k: v for k, v in b.items() if v is not None} | {"ids": ids})
+        start = end
+    created = datetime.datetime.fromtimestamp(m.created, datetime.UTC)
+    return {
+        "msg_id": str(m.msg_id),
+        "api": m.api,
+        "appkey": m.appkey,
+        "sendno": m.info.get("sendno", "0"),
+        "cid": m.cid,
+        "created": created.isoformat(timespec="milliseconds"),
+        "time_to_live": m.ttl,
+        "override_msg_id": m.info.get("override_msg_id"),
+        "batches": batches,
+    }

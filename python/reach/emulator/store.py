@@ -1,0 +1,269 @@
+"""The emulator's durable store: one SQLite database and the core's snapshot files in a directory.
+
+What is in it:
+
+- ``apps``: every app (key, secret) and the snapshot its registry starts from, with the journal
+  sequence number that snapshot covers;
+- ``journal``: every acknowledged device mutation after that snapshot, in order;
+- ``messages``: every sent push with its delivery batches (device ids as ``uint32`` bytes), the
+  devices that were online when it was sent, and the answer given (for cid idempotency);
+- ``online_events``: when devices came online (offline delivery within ``time_to_live``).
+
+Invariant: a mutation is committed to the journal (``synchronous=FULL``: on disk) before it is
+applied and acknowledged, so after a crash ``snapshot + journal`` is exactly what was acknowledged.
+A checkpoint writes a new snapshot file next to the old one and switches to it in one transaction
+that also drops the journal it covers; a crash at any point leaves one consistent pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..registry import Registry
+from . import mutations
+from .mutations import Mutation
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS apps(
+    appkey TEXT PRIMARY KEY, secret TEXT NOT NULL, snapshot TEXT, seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS journal(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, appkey TEXT NOT NULL, op TEXT NOT NULL,
+    args TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS journal_app ON journal(appkey, seq);
+CREATE TABLE IF NOT EXISTS messages(
+    msg_id INTEGER PRIMARY KEY, appkey TEXT NOT NULL, api TEXT NOT NULL, cid TEXT,
+    created REAL NOT NULL, ttl INTEGER NOT NULL, info TEXT NOT NULL, response TEXT NOT NULL,
+    batches TEXT NOT NULL, ids BLOB NOT NULL, online BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_cid ON messages(appkey, cid) WHERE cid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS online_events(appkey TEXT NOT NULL, registration_id TEXT NOT NULL,
+    at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS online_events_at ON online_events(appkey, at);
+"""
+
+# msg_ids start here, so they look like JPush's (long integers, sent as strings).
+_FIRST_MSG_ID = 1_800_000_001
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One sent message as the store keeps it (see ``messages.Message`` for its meaning)."""
+
+    msg_id: int
+    appkey: str
+    api: str
+    cid: str | None
+    created: float
+    ttl: int
+    info: dict[str, Any]
+    response: dict[str, Any]
+    batches: list[dict[str, Any]]
+    ids: npt.NDArray[np.uint32]
+    online: npt.NDArray[np.uint32]
+
+
+class Store:
+    """The durable state of an emulator, in the directory ``path`` (created if missing).
+
+    Thread-safe: one connection, one lock; every write is one transaction.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "snapshots").mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.path / "reach.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT max(msg_id) FROM messages").fetchone()
+        self._next_msg_id = max(_FIRST_MSG_ID, (row[0] or 0) + 1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (the caller holds the lock): committed whole or rolled back."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- settings ------------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock, self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # --- apps and their registries -------------------------------------------------------------
+
+    def add_app(self, appkey: str, secret: str) -> None:
+        """Record an app (its secret may change between runs; its devices stay)."""
+        with self._lock, self._tx() as db:
+            db.execute(
+                "INSERT INTO apps(appkey, secret) VALUES (?, ?) "
+                "ON CONFLICT(appkey) DO UPDATE SET secret = excluded.secret",
+                (appkey, secret),
+            )
+
+    def open_registry(self, appkey: str) -> tuple[Registry, int]:
+        """The app's registry as acknowledged (snapshot + journal) and how many journal entries
+        were replayed."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT snapshot, seq FROM apps WHERE appkey = ?", (appkey,)
+            ).fetchone()
+            snapshot, seq = (None, 0) if row is None else row
+            reg = Registry.load(self.path / "snapshots" / snapshot) if snapshot else Registry()
+            rows = self._db.execute(
+                "SELECT op, args FROM journal WHERE appkey = ? AND seq > ? ORDER BY seq",
+                (appkey, seq),
+            ).fetchall()
+        for op, args in rows:
+            mutations.from_json(op, args).apply(reg)
+        return reg, len(rows)
+
+    def journal(
+        self, appkey: str, mutation: Mutation, came_online: tuple[str, float] | None = None
+    ) -> None:
+        """Commit one mutation before it is applied; ``came_online`` is (registration ID, when)
+        for a device that connects with it."""
+        op, args = mutations.to_json(mutation)
+        with self._lock, self._tx() as db:
+            db.execute("INSERT INTO journal(appkey, op, args) VALUES (?, ?, ?)", (appkey, op, args))
+            if came_online is not None:
+                db.execute("INSERT INTO online_events VALUES (?, ?, ?)", (appkey, *came_online))
+
+    def journal_length(self, appkey: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM journal WHERE appkey = ? AND seq > "
+                "(SELECT seq FROM apps WHERE appkey = ?)",
+                (appkey, appkey),
+            ).fetchone()
+        return int(row[0])
+
+    def checkpoint(self, appkey: str, reg: Registry) -> None:
+        """Snapshot ``reg`` (which must hold every journaled mutation of the app: the caller holds
+        the app's write lock) and drop the journal it covers."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT max(seq) FROM journal WHERE appkey = ?", (appkey,)
+            ).fetchone()
+            old = self._db.execute(
+                "SELECT snapshot, seq FROM apps WHERE appkey = ?", (appkey,)
+            ).fetchone()
+            seq = max(int(row[0] or 0), int(old[1]) if old else 0)
+            digest = hashlib.sha1(appkey.encode()).hexdigest()[:16]
+            name = f"{digest}-{seq}.snap"
+            if old and old[0] == name:
+                return
+            reg.save(self.path / "snapshots" / name)
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE apps SET snapshot = ?, seq = ? WHERE appkey = ?", (name, seq, appkey)
+                )
+                db.execute("DELETE FROM journal WHERE appkey = ? AND seq <= ?", (appkey, seq))
+            if old and old[0]:
+                (self.path / "snapshots" / old[0]).unlink(missing_ok=True)
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def next_msg_id(self) -> int:
+        """A fresh message id (never reused, also across restarts)."""
+        with self._lock:
+            msg_id = self._next_msg_id
+            self._next_msg_id += 1
+            return msg_id
+
+    def add_message(self, m: StoredMessage) -> None:
+        with self._lock, self._tx() as db:
+            db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.msg_id,
+                    m.appkey,
+                    m.api,
+                    m.cid,
+                    m.created,
+                    m.ttl,
+                    _dumps(m.info),
+                    _dumps(m.response),
+                    _dumps(m.batches),
+                    np.ascontiguousarray(m.ids, dtype="<u4").tobytes(),
+                    np.ascontiguousarray(m.online, dtype="<u4").tobytes(),
+                ),
+            )
+
+    def message(self, msg_id: int) -> StoredMessage | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+        return None if row is None else _message(row)
+
+    def message_by_cid(self, appkey: str, cid: str, since: float) -> StoredMessage | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM messages WHERE appkey = ? AND cid = ? AND created >= ? "
+                "ORDER BY msg_id LIMIT 1",
+                (appkey, cid, since),
+            ).fetchone()
+        return None if row is None else _message(row)
+
+    def message_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def came_online(self, appkey: str, start: float, end: float) -> list[str]:
+        """The registration IDs of the app's devices that came online in ``[start, end]``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT registration_id FROM online_events "
+                "WHERE appkey = ? AND at BETWEEN ? AND ?",
+                (appkey, start, end),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    msg_id, appkey, api, cid, created, ttl, info, response, batches, ids, online = row
+    return StoredMessage(
+        msg_id=msg_id,
+        appkey=appkey,
+        api=api,
+        cid=cid,
+        created=created,
+        ttl=ttl,
+        info=json.loads(info),
+        response=json.loads(response),
+        batches=json.loads(batches),
+        ids=np.frombuffer(ids, dtype="<u4").astype(np.uint32),
+        online=np.frombuffer(online, dtype="<u4").astype(np.uint32),
+    )
