@@ -101,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="the largest delivery batch (default 1000)",
     )
+    serve.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="snapshot an app after N journaled device changes (default 100000)",
+    )
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
@@ -127,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
         demo=args.demo,
         rate_limit=args.rate_limit,
         batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every,
         verbose=args.verbose,
     )
     return 0

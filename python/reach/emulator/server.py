@@ -127,6 +127,7 @@ def serve(
     demo: int = 0,
     rate_limit: int = 0,
     batch_size: int = 1000,
+    checkpoint_every: int = 100_000,
     verbose: bool = False,
     out: TextIO = sys.stdout,
     ready: Callable[[EmulatorServer], None] | None = None,
@@ -138,7 +139,14 @@ def serve(
     store = Store(store_path)
     made_demo = not apps
     apps = apps or [demo_app(store)]
-    emulator = Emulator(store, apps, groups, rate_limit=rate_limit, batch_size=batch_size)
+    emulator = Emulator(
+        store,
+        apps,
+        groups,
+        rate_limit=rate_limit,
+        batch_size=batch_size,
+        checkpoint_every=checkpoint_every,
+    )
     first = emulator.apps[apps[0].appkey]
     if (import_dir is not None or demo) and len(first.registry) == 0:
         t0 = time.perf_counter()

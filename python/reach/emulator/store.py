@@ -220,6 +220,8 @@ class Store:
             )
 
     def message(self, msg_id: int) -> StoredMessage | None:
+        if not 0 <= msg_id < 2**63:  # SQLite's integers; no message has such an id
+            return None
         with self._lock:
             row = self._db.execute("SELECT * FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
         return None if row is None else _message(row)
