@@ -33,9 +33,9 @@ lint: build
 py-test: build
 	$(BIN)/pytest -q
 
-## run: the main job (the emulator with demo data; until it lands, the demo resolution)
+## run: the main job: the JPush v3 emulator with demo devices (Ctrl-C stops it)
 run: build
-	$(BIN)/reach demo
+	$(BIN)/reach serve --demo 200000
 
 bench: build
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q

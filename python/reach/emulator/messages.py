@@ -24,6 +24,7 @@ from ..registry import Registry, Resolution
 from .store import StoredMessage
 
 _EMPTY = np.zeros(0, dtype=np.uint32)
+_WHOLE = 2**32 - 1  # a batch cap no group reaches: one core batch per group
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,37 +39,31 @@ class Delivery:
 
 def plan(res: Resolution, push: PushRequest, batch_size: int) -> Delivery:
     """Split a resolution into the push's delivery batches (see the module docstring)."""
-    batches = res.batches(max_size=batch_size)
+    online = res.online().ids()
+    groups: list[tuple[dict[str, object], npt.NDArray[np.uint32]]] = []
+    # One core batch per (platform, vendor) group, capped here: numpy views, not 1000-id objects.
+    for g in res.batches(max_size=_WHOLE):
+        head: dict[str, object] = {"channel": g.platform, "vendor": g.vendor}
+        head["apns_production"] = g.apns_production
+        groups.append((head, g.ids))
+    pushes = sum(-(-len(ids) // batch_size) for _, ids in groups)
     spread = (push.options.big_push_duration or 0) * 60
     meta: list[dict[str, Any]] = []
-    parts: list[npt.NDArray[np.uint32]] = []
-    for i, b in enumerate(batches):
-        meta.append(
-            {
-                "channel": b.platform,
-                "vendor": b.vendor,
-                "apns_production": b.apns_production,
-                "release_offset": i * spread // len(batches),
-                "size": len(b),
-            }
-        )
-        parts.append(b.ids)
-    online = res.online().ids()
+    for head, ids in groups:
+        for start in range(0, len(ids), batch_size):
+            size = min(batch_size, len(ids) - start)
+            meta.append(head | {"release_offset": len(meta) * spread // pushes, "size": size})
+    parts = [ids for _, ids in groups]
     if push.sms_message is not None:
-        for b in res.with_mobile().batches(max_size=batch_size):
-            offline = np.setdiff1d(b.ids, online, assume_unique=True)
-            if len(offline):
-                delay = push.sms_message.delay_time if b.platform == "android" else 0
-                meta.append(
-                    {
-                        "channel": "sms",
-                        "platform": b.platform,
-                        "release_offset": delay,
-                        "size": len(offline),
-                    }
-                )
-                parts.append(offline.astype(np.uint32))
-    ids = np.concatenate(parts).astype(np.uint32) if parts else _EMPTY
+        for g in res.with_mobile().batches(max_size=_WHOLE):
+            offline = np.setdiff1d(g.ids, online, assume_unique=True).astype(np.uint32)
+            delay = push.sms_message.delay_time if g.platform == "android" else 0
+            sms: dict[str, object] = {"channel": "sms", "platform": g.platform}
+            sms["release_offset"] = delay
+            for start in range(0, len(offline), batch_size):
+                meta.append(sms | {"size": min(batch_size, len(offline) - start)})
+            parts.append(offline)
+    ids = np.concatenate(parts).astype(np.uint32, copy=False) if parts else _EMPTY
     return Delivery(meta, ids, online)
 
 
