@@ -7,6 +7,7 @@ Its exceptions are the check of the error shape: ``JPushFailure`` carries the co
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,27 @@ def test_device_tag_and_alias_api(server: tuple[EmulatorServer, Emulator]):
     # what the SDK changed is what a push reaches
     r = make_push(client(), jpush.audience(jpush.tag("北京"))).send()
     assert inspected(emu, r.payload["msg_id"]) == {"a1", "i1"}
+
+
+def raw_request(srv: EmulatorServer, head: bytes) -> tuple[int, bytes]:
+    """Send raw request bytes; the status and body of the answer."""
+    import http.client
+    import socket
+
+    with socket.create_connection(srv.server_address[:2], timeout=10) as sock:
+        sock.sendall(head)
+        r = http.client.HTTPResponse(sock)
+        r.begin()
+        return r.status, r.read()
+
+
+def test_oversized_and_chunked_bodies_are_refused_unread(server: tuple[EmulatorServer, Emulator]):
+    srv, emu = server
+    head = b"POST /v3/push HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n{"
+    status, body = raw_request(srv, head)
+    assert (status, json.loads(body)["error"]["code"]) == (400, 1005)
+    head = b"POST /v3/push HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head += b"1\r\n{\r\n0\r\n\r\n"
+    status, body = raw_request(srv, head)
+    assert (status, json.loads(body)["error"]["code"]) == (400, 1002)
+    assert emu.store.message_count() == 0

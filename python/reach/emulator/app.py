@@ -423,18 +423,22 @@ class Emulator:
     # --- device API ----------------------------------------------------------------------------
 
     def _mutate(self, app: _App, mutation: Mutation) -> None:
-        """Check, journal (durable before the answer), then apply one mutation."""
+        """Check, journal and apply one mutation; return once the journal entry is on disk."""
         with app.lock:
             mutation.check(app.registry)
             came_online = None
             if isinstance(mutation, SetOnline | Register) and mutation.online:
                 came_online = (mutation.registration_id, self.clock())
-            self.store.journal(app.appkey, mutation, came_online)
+            durable = self.store.journal(app.appkey, mutation, came_online)
+            # Applied in journal order under the lock; answered only once on disk (below), so
+            # concurrent changes share one fsync. A reader may see a change a moment before it is
+            # durable; anything recorded after it (a push) reaches the disk after it.
             mutation.apply(app.registry)
             app.unsaved += 1
             if app.unsaved >= self.checkpoint_every:
                 self.store.checkpoint(app.appkey, app.registry)
                 app.unsaved = 0
+        durable.result()
 
     def checkpoint(self) -> None:
         """Snapshot every app that has journaled mutations (on shutdown, after an import)."""

@@ -23,6 +23,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,16 @@ class StoredMessage:
     online: npt.NDArray[np.uint32]
 
 
+_Statement = tuple[str, tuple[Any, ...]]
+
+
 class Store:
     """The durable state of an emulator, in the directory ``path`` (created if missing).
 
-    Thread-safe: one connection, one lock; every write is one transaction.
+    Thread-safe: one connection, one lock. Writes go through one writer thread that commits
+    whatever is queued in a single transaction (group commit): concurrent writers share one fsync,
+    and writes reach the disk in the order they were queued. A write's future resolves once its
+    transaction is on disk.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -92,10 +99,60 @@ class Store:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT max(msg_id) FROM messages").fetchone()
         self._next_msg_id = max(_FIRST_MSG_ID, (row[0] or 0) + 1)
+        self._queue: list[tuple[list[_Statement], Future[None]]] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name="reach-store", daemon=True)
+        self._writer.start()
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer, close the database."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._writer.join()
         with self._lock:
             self._db.close()
+
+    def _submit(self, statements: list[_Statement]) -> Future[None]:
+        done: Future[None] = Future()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the store is closed")
+            self._queue.append((statements, done))
+            self._wake.notify()
+        return done
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is on disk."""
+        self._submit([]).result()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                batch, self._queue = self._queue, []
+                if not batch and self._closing:
+                    return
+            with self._lock:
+                try:
+                    self._commit([st for statements, _ in batch for st in statements])
+                    for _, done in batch:
+                        done.set_result(None)
+                except sqlite3.Error:
+                    # One bad write must not fail its neighbours: retry each on its own.
+                    for statements, done in batch:
+                        try:
+                            self._commit(statements)
+                            done.set_result(None)
+                        except sqlite3.Error as e:
+                            done.set_exception(e)
+
+    def _commit(self, statements: list[_Statement]) -> None:
+        with self._tx() as db:
+            for sql, params in statements:
+                db.execute(sql, params)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -116,19 +173,17 @@ class Store:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock, self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self._submit([("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))]).result()
 
     # --- apps and their registries -------------------------------------------------------------
 
     def add_app(self, appkey: str, secret: str) -> None:
         """Record an app (its secret may change between runs; its devices stay)."""
-        with self._lock, self._tx() as db:
-            db.execute(
-                "INSERT INTO apps(appkey, secret) VALUES (?, ?) "
-                "ON CONFLICT(appkey) DO UPDATE SET secret = excluded.secret",
-                (appkey, secret),
-            )
+        sql = (
+            "INSERT INTO apps(appkey, secret) VALUES (?, ?) "
+            "ON CONFLICT(appkey) DO UPDATE SET secret = excluded.secret"
+        )
+        self._submit([(sql, (appkey, secret))]).result()
 
     def open_registry(self, appkey: str) -> tuple[Registry, int]:
         """The app's registry as acknowledged (snapshot + journal) and how many journal entries
@@ -149,14 +204,18 @@ class Store:
 
     def journal(
         self, appkey: str, mutation: Mutation, came_online: tuple[str, float] | None = None
-    ) -> None:
-        """Commit one mutation before it is applied; ``came_online`` is (registration ID, when)
-        for a device that connects with it."""
+    ) -> Future[None]:
+        """Queue one mutation for the journal; ``came_online`` is (registration ID, when) for a
+        device that connects with it. The future resolves when it is on disk."""
         op, args = mutations.to_json(mutation)
-        with self._lock, self._tx() as db:
-            db.execute("INSERT INTO journal(appkey, op, args) VALUES (?, ?, ?)", (appkey, op, args))
-            if came_online is not None:
-                db.execute("INSERT INTO online_events VALUES (?, ?, ?)", (appkey, *came_online))
+        statements: list[_Statement] = [
+            ("INSERT INTO journal(appkey, op, args) VALUES (?, ?, ?)", (appkey, op, args))
+        ]
+        if came_online is not None:
+            statements.append(
+                ("INSERT INTO online_events VALUES (?, ?, ?)", (appkey, *came_online))
+            )
+        return self._submit(statements)
 
     def journal_length(self, appkey: str) -> int:
         with self._lock:
@@ -170,6 +229,7 @@ class Store:
     def checkpoint(self, appkey: str, reg: Registry) -> None:
         """Snapshot ``reg`` (which must hold every journaled mutation of the app: the caller holds
         the app's write lock) and drop the journal it covers."""
+        self.flush()  # the journal must hold every mutation the registry has applied
         with self._lock:
             row = self._db.execute(
                 "SELECT max(seq) FROM journal WHERE appkey = ?", (appkey,)
@@ -201,23 +261,22 @@ class Store:
             return msg_id
 
     def add_message(self, m: StoredMessage) -> None:
-        with self._lock, self._tx() as db:
-            db.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.msg_id,
-                    m.appkey,
-                    m.api,
-                    m.cid,
-                    m.created,
-                    m.ttl,
-                    _dumps(m.info),
-                    _dumps(m.response),
-                    _dumps(m.batches),
-                    np.ascontiguousarray(m.ids, dtype="<u4").tobytes(),
-                    np.ascontiguousarray(m.online, dtype="<u4").tobytes(),
-                ),
-            )
+        """Record a sent message; returns once it is on disk."""
+        row = (
+            m.msg_id,
+            m.appkey,
+            m.api,
+            m.cid,
+            m.created,
+            m.ttl,
+            _dumps(m.info),
+            _dumps(m.response),
+            _dumps(m.batches),
+            np.ascontiguousarray(m.ids, dtype="<u4").tobytes(),
+            np.ascontiguousarray(m.online, dtype="<u4").tobytes(),
+        )
+        sql = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        self._submit([(sql, row)]).result()
 
     def message(self, msg_id: int) -> StoredMessage | None:
         if not 0 <= msg_id < 2**63:  # SQLite's integers; no message has such an id
