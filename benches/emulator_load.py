@@ -23,7 +23,6 @@ import argparse
 import base64
 import http.client
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from data import make_registry, make_requests
+from reach.emulator.server import spawn
 
 KEY, SECRET = "b0b0b0b0b0b0b0b0b0b0b0b0", "bench-secret"
 AUTH = "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
@@ -43,20 +43,9 @@ AUTH = "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
 
 def start_server(store: Path, import_dir: Path) -> tuple[subprocess.Popen[str], int, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reach.cli", "serve", "--port", "0", "--app", f"{KEY}:{SECRET}",
-         "--store", str(store), "--import", str(import_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        print("  server: " + line.rstrip(), file=sys.stderr)
-        m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
-            return proc, int(m.group(1)), time.perf_counter() - t0
-    raise RuntimeError(f"server did not start (exit {proc.wait()})")
+    args = ["--app", f"{KEY}:{SECRET}", "--store", str(store), "--import", str(import_dir)]
+    proc, port = spawn(args, echo=lambda line: print("  server: " + line, file=sys.stderr))
+    return proc, port, time.perf_counter() - t0
 
 
 Call = Callable[[http.client.HTTPConnection, int], int]

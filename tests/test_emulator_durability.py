@@ -7,15 +7,15 @@ import base64
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from reach.emulator.server import spawn
 
 KEY, SECRET = "d0d0d0d0d0d0d0d0d0d0d0d0", "durable-secret"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()}
@@ -23,18 +23,8 @@ DEVICES = 40
 
 
 def start(store: Path, checkpoint_every: int) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reach.cli", "serve", "--port", "0", "--app", f"{KEY}:{SECRET}",
-         "--store", str(store), "--checkpoint-every", str(checkpoint_every)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            return proc, int(m.group(1))
-    raise AssertionError(f"the server did not start (exit {proc.wait()})")
+    args = ["--app", f"{KEY}:{SECRET}", "--store", str(store)]
+    return spawn([*args, "--checkpoint-every", str(checkpoint_every)])
 
 
 def request(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:

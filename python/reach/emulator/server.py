@@ -7,8 +7,10 @@ hands the request to ``Emulator.handle`` and writes the answer.
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -74,6 +76,27 @@ class EmulatorServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         name = host.decode() if isinstance(host, bytes) else host
         return f"http://{name}:{port}"
+
+
+def spawn(
+    args: list[str], echo: Callable[[str], None] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """Start ``reach serve ARGS --port 0`` in a subprocess; the process and the port it took once
+    it serves. ``echo`` sees each line the server prints (its output is drained either way)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reach.cli", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if echo is not None:
+            echo(line.rstrip())
+        m = re.search(r" on http://[^:]+:(\d+)", line)
+        if m:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, int(m.group(1))
+    raise RuntimeError(f"reach serve did not start (exit {proc.wait()})")
 
 
 def demo_app(store: Store) -> AppConfig:
