@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import sqlite3
 import threading
@@ -272,8 +273,8 @@ class Store:
             _dumps(m.info),
             _dumps(m.response),
             _dumps(m.batches),
-            np.ascontiguousarray(m.ids, dtype="<u4").tobytes(),
-            np.ascontiguousarray(m.online, dtype="<u4").tobytes(),
+            pack_ids(m.ids),
+            pack_ids(m.online),
         )
         sql = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         self._submit([(sql, row)]).result()
@@ -325,6 +326,44 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
         info=json.loads(info),
         response=json.loads(response),
         batches=json.loads(batches),
-        ids=np.frombuffer(ids, dtype="<u4").astype(np.uint32),
-        online=np.frombuffer(online, dtype="<u4").astype(np.uint32),
+        ids=unpack_ids(ids),
+        online=unpack_ids(online),
     )
+
+
+_RUN_HEAD = np.dtype([("count", "<u4"), ("first", "<u4"), ("width", "u1")])
+
+
+def pack_ids(ids: npt.NDArray[np.uint32]) -> bytes:
+    """Device ids, compactly: each ascending run as its first id and the gaps to the next ones,
+    in the narrowest of 1, 2 or 4 bytes that holds them (a batch list is a few ascending runs)."""
+    ids = np.ascontiguousarray(ids, dtype=np.uint32)
+    if not len(ids):
+        return b""
+    gaps = np.diff(ids.astype(np.int64))
+    starts = np.concatenate([[0], np.flatnonzero(gaps <= 0) + 1, [len(ids)]])
+    out = []
+    for lo, hi in itertools.pairwise(starts.tolist()):
+        run = gaps[lo : hi - 1]
+        top = int(run.max()) if len(run) else 0
+        width = 1 if top < 2**8 else 2 if top < 2**16 else 4
+        head = np.array([(hi - lo, ids[lo], width)], dtype=_RUN_HEAD)
+        out += [head.tobytes(), run.astype(f"<u{width}").tobytes()]
+    return b"".join(out)
+
+
+def unpack_ids(data: bytes) -> npt.NDArray[np.uint32]:
+    """The inverse of ``pack_ids``."""
+    parts, at = [], 0
+    while at < len(data):
+        head = np.frombuffer(data, dtype=_RUN_HEAD, count=1, offset=at)[0]
+        at += _RUN_HEAD.itemsize
+        count, width = int(head["count"]), int(head["width"])
+        gaps = np.frombuffer(data, dtype=f"<u{width}", count=count - 1, offset=at)
+        at += (count - 1) * width
+        run = np.empty(count, dtype=np.int64)
+        run[0] = head["first"]
+        np.cumsum(gaps, out=run[1:])
+        run[1:] += run[0]
+        parts.append(run)
+    return np.concatenate(parts).astype(np.uint32) if parts else np.zeros(0, dtype=np.uint32)
