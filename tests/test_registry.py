@@ -312,3 +312,39 @@ def test_cli_demo_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         main(["import", str(write_jsonl(tmp_path / "d.jsonl", rows)), "--snapshot", str(snap)]) == 0
     )
     assert Registry.load(snap).resolve_audience({"tag": ["深圳"]}).registration_ids() == ["r1"]
+
+
+def test_import_directory_with_segments(tmp_path: Path) -> None:
+    from reach.cli import main
+    from reach.imports import import_directory
+
+    d = tmp_path / "import"
+    d.mkdir()
+    devices: list[dict[str, object]] = [
+        {"registration_id": "r1", "platform": "android", "tags": ["深圳"]},
+        {"registration_id": "r2", "platform": "ios", "tags": ["北京"]},
+        {"registration_id": "r3", "platform": "ios", "tags": ["深圳"]},
+    ]
+    write_jsonl(d / "devices.jsonl", devices)
+    segments: list[dict[str, object]] = [
+        {"segment": "static", "registration_ids": ["r1", "r2"]},
+        {"segment": "dynamic", "audience": {"tag": ["深圳"]}},
+    ]
+    write_jsonl(d / "segments.jsonl", segments)
+    reg = Registry()
+    assert import_directory(reg, d) == {"devices.jsonl": 3, "segments.jsonl": 2}
+    got = reg.resolve_audience({"segment": ["static"], "tag": ["深圳"]}).registration_ids()
+    assert got == ["r1"]
+    assert sorted(reg.resolve_audience({"segment": ["dynamic"]}).registration_ids()) == ["r1", "r3"]
+    snap = tmp_path / "dir.snap"
+    assert main(["import", str(d), "--snapshot", str(snap)]) == 0
+    assert len(Registry.load(snap).resolve_audience({"segment": ["static"]})) == 2
+    # a bad line refuses the whole file, naming the line; no segment of it is defined
+    write_jsonl(d / "segments.jsonl", [*segments, {"segment": "bad", "audience": {"tag": []}}])
+    fresh = Registry()
+    with pytest.raises(LoadError, match="line 3"):
+        import_directory(fresh, d)
+    with pytest.raises(PushError):
+        fresh.resolve_audience({"segment": ["static"]})
+    with pytest.raises(LoadError, match="not a directory"):
+        import_directory(fresh, d / "devices.jsonl")

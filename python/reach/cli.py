@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .registry import Registry
@@ -47,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--batch", type=int, default=1000)
     demo.set_defaults(func=_demo)
-    imp = sub.add_parser("import", help="load devices.jsonl and save a snapshot")
-    imp.add_argument("devices", help="a devices.jsonl file")
+    imp = sub.add_parser("import", help="load devices.jsonl (or a directory) and save a snapshot")
+    imp.add_argument("devices", help="a devices.jsonl file, or a directory of import files")
     imp.add_argument("--snapshot", required=True, help="where to write the snapshot")
     imp.set_defaults(func=_import)
     serve = sub.add_parser("serve", help="run the JPush v3 emulator (HTTP) over a durable store")
@@ -141,11 +142,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from .imports import import_directory
+
     reg = Registry()
     t0 = time.perf_counter()
-    n = reg.load_jsonl(args.devices)
+    if Path(args.devices).is_dir():
+        counts = import_directory(reg, args.devices)
+    else:
+        counts = {"devices.jsonl": reg.load_jsonl(args.devices)}
     reg.save(args.snapshot)
-    print(f"imported {n:,} devices in {time.perf_counter() - t0:.2f} s -> {args.snapshot}")
+    loaded = ", ".join(f"{n:,} from {name}" for name, n in counts.items())
+    print(f"imported {loaded} in {time.perf_counter() - t0:.2f} s -> {args.snapshot}")
     return 0
 
 
