@@ -627,3 +627,22 @@ def test_bitmaps_ignore_ids_no_device_has(tmp_path: Path) -> None:
     loaded = Registry.load(str(path))
     for audience in ({"segment": ["s"]}, {"tag": ["t"]}, {"tag_not": ["t"]}):
         check_resolution(loaded, model, audience, "all")
+
+
+@HALF
+@given(sc=scenarios(), data=st.data())
+def test_online_and_mobile_restrictions(sc: Scenario, data: st.DataObject) -> None:
+    """``online()`` and ``with_mobile()`` keep the devices of the model that are online / have a
+    mobile number; ``Registry.registration_ids`` maps ids back in the order given."""
+    reg, model = build(sc)
+    for audience, platform in draw_queries(data, scenario_audiences(sc), n=3):
+        res = check_resolution(reg, model, audience, platform)
+        want = model.resolve(audience, platform)
+        online = {r for r in want if model.devices[r].online}
+        mobile = {r for r in want if model.devices[r].mobile is not None}
+        assert set(res.online().registration_ids()) == online
+        assert set(res.with_mobile().registration_ids()) == mobile
+        ids = res.ids()[::-1]
+        assert reg.registration_ids(ids) == [model.by_id[i] for i in ids.tolist()]
+    with pytest.raises(ValueError, match="no device has id"):
+        reg.registration_ids(np.array([len(model.by_id) + 5], dtype=np.uint32))
