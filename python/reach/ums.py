@@ -1,0 +1,369 @@
+"""Jiguang UMS template sends (seed 000): parsed and validated once, at the edge.
+
+``parse_template_send(body, broadcast=...)`` takes the JSON object of ``POST /v1/template/sent``
+(or ``/v1/template/broadcast``) and returns a frozen ``TemplateSend`` or raises ``UmsError`` with a
+code of the table below and a message naming the field. Only the shape and the seed's limits are
+checked here; what needs the registry (does the template exist, its variables and channels, the
+lists and rules) is checked where the send is resolved.
+
+The seed gives one code (1015031, an unknown template); the others are this project's, one per
+rule, in the same range:
+
+======== =====================================================================================
+code     refusal
+======== =====================================================================================
+1015001  a required field is missing (template_id, template_para; a target on /sent)
+1015002  a value of the wrong type, or a body that is not a JSON object
+1015003  an unsupported key
+1015004  aud_tag: more than 20 tags, a tag over 40 UTF-8 bytes or with other characters
+1015005  aud_userid: more than 1000 users, a userid over 64 characters or with other characters
+1015006  aud_segment: not exactly one segment
+1015007  custom channel IDs: not ``[{"instance"?, "data": [1..1000 IDs]}]``, or over 1000 IDs
+1015008  custom channel IDs mixed with user-class targets (aud_tag, aud_userid, aud_segment)
+1015009  a broadcast with a target, or more than one kind of user-class target
+1015010  option: black_id and white_id together; priority not 1, 2 or 3
+1015011  app_para: platform, time_to_live (0..864000 s) or apns_production invalid
+1015031  the template does not exist (seed)
+======== =====================================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from .jpush import PLATFORMS
+
+__all__ = [
+    "CHANNEL_TYPES",
+    "AppPara",
+    "ChannelIds",
+    "SendOption",
+    "TemplateSend",
+    "UmsError",
+    "parse_template_send",
+]
+
+CHANNEL_TYPES: Final[tuple[str, ...]] = (
+    "app",
+    "wechatoa",
+    "wechatmp",
+    "sms",
+    "email",
+    "alipay_life",
+    "dingtalk_cc",
+    "wechatwk",
+    "wechatwk_linkedcorp",
+)
+"""The UMS channel types; ``aud_<type>`` carries custom channel registration IDs."""
+
+MISSING: Final = 1015001
+WRONG_TYPE: Final = 1015002
+UNSUPPORTED_KEY: Final = 1015003
+BAD_TAG: Final = 1015004
+BAD_USERID: Final = 1015005
+BAD_SEGMENT: Final = 1015006
+BAD_CHANNEL_IDS: Final = 1015007
+MIXED_TARGETS: Final = 1015008
+BAD_TARGET: Final = 1015009
+BAD_OPTION: Final = 1015010
+BAD_APP_PARA: Final = 1015011
+UNKNOWN_TEMPLATE: Final = 1015031
+
+_TAGS_MAX: Final = 20
+_TAG_MAX_BYTES: Final = 40
+_USERIDS_MAX: Final = 1000
+_USERID_MAX_CHARS: Final = 64
+_IDS_PER_CHANNEL_MAX: Final = 1000
+_TTL_MAX: Final = 864000  # 10 days
+
+# The seed's characters: letters, digits, _, and @!#$&*+=.|¥; tags also Chinese (CJK ideographs).
+_SPECIAL: Final = r"@!#$&*+=.|¥"
+_TAG_RE: Final = re.compile(
+    rf"[A-Za-z0-9_{re.escape(_SPECIAL)}\u4E00-\u9FFF\u3400-\u4DBF\uF900-\uFAFF\U00020000-\U0002A6DF]+"
+)
+_USERID_RE: Final = re.compile(rf"[A-Za-z0-9_{re.escape(_SPECIAL)}]+")
+
+_KEYS: Final = (
+    *(f"aud_{t}" for t in ("tag", "userid", "segment")),
+    *(f"aud_{t}" for t in CHANNEL_TYPES),
+    "template_id",
+    "template_para",
+    "app_para",
+    "rule_id",
+    "option",
+    "callback",
+)
+
+
+class UmsError(ValueError):
+    """A refused UMS request: ``code`` (table in the module docstring) and ``message``.
+
+    >>> UmsError(1015031, "template 7 does not exist").to_json()
+    {'code': 1015031, 'message': 'template 7 does not exist'}
+    """
+
+    http_status = 400
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"[{code}] {message}")
+        self.code = code
+        self.message = message
+
+    def to_json(self) -> dict[str, object]:
+        """The vendor's error body: ``{"code", "message"}``."""
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelIds:
+    """Custom registration IDs of one channel type (``aud_<type>``), duplicates dropped."""
+
+    type: str
+    ids: tuple[str, ...]
+    instance: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppPara:
+    """``app_para``: how the template's app channel goes out through the JPush registry."""
+
+    platform: tuple[str, ...] | None  # None: every platform
+    time_to_live: int = 86400
+    apns_production: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SendOption:
+    """``option``."""
+
+    sendno: str | None = None
+    owner: str | None = None
+    black_id: int | None = None
+    white_id: int | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSend:
+    """A validated template send. At most one user-class target is set (none for a broadcast,
+    or when ``channel_ids`` carries custom channel registration IDs instead)."""
+
+    template_id: int
+    template_para: dict[str, str]
+    broadcast: bool = False
+    tags: tuple[str, ...] = ()
+    userids: tuple[str, ...] = ()
+    segment: str | None = None
+    channel_ids: tuple[ChannelIds, ...] = ()
+    app_para: AppPara | None = None
+    rule_id: int | None = None
+    option: SendOption = field(default_factory=SendOption)
+    callback: dict[str, object] | None = None
+
+    @property
+    def sendno(self) -> str:
+        """What the answer echoes: ``option.sendno``, or ``""``."""
+        return self.option.sendno or ""
+
+
+def parse_template_send(body: object, *, broadcast: bool = False) -> TemplateSend:
+    """Parse and validate a template send (``broadcast``: the ``/v1/template/broadcast`` API)."""
+    obj = _object(body, "body")
+    for key in obj:
+        if key not in _KEYS:
+            raise UmsError(UNSUPPORTED_KEY, f"unsupported key {key!r}")
+    template_id = _int(obj, "template_id", 1, 2**63 - 1, required=True)
+    assert template_id is not None
+    para = _object(_required(obj, "template_para"), "template_para")
+    template_para: dict[str, str] = {}
+    for k, v in para.items():
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise UmsError(WRONG_TYPE, f"template_para.{k} must be a string or a number")
+        template_para[k] = v if isinstance(v, str) else str(v)
+    tags = _names(obj, "aud_tag", _TAGS_MAX, BAD_TAG, _check_tag)
+    userids = _names(obj, "aud_userid", _USERIDS_MAX, BAD_USERID, _check_userid)
+    segments = _names(obj, "aud_segment", 1, BAD_SEGMENT, None)
+    if "aud_segment" in obj and len(segments) != 1:
+        raise UmsError(BAD_SEGMENT, "aud_segment takes exactly one segment")
+    channel_ids = tuple(_channel_ids(obj, t) for t in CHANNEL_TYPES if f"aud_{t}" in obj)
+    user_targets = [k for k in ("aud_tag", "aud_userid", "aud_segment") if k in obj]
+    if broadcast and (user_targets or channel_ids):
+        raise UmsError(BAD_TARGET, "a broadcast takes no aud_* target")
+    if channel_ids and user_targets:
+        raise UmsError(
+            MIXED_TARGETS,
+            f"custom channel IDs may not be mixed with user-class targets ({user_targets[0]})",
+        )
+    if len(user_targets) > 1:
+        raise UmsError(BAD_TARGET, f"one user-class target at a time: {', '.join(user_targets)}")
+    if not broadcast and not user_targets and not channel_ids:
+        raise UmsError(
+            MISSING, "a target is required: aud_tag, aud_userid, aud_segment or aud_<channel>"
+        )
+    return TemplateSend(
+        template_id=template_id,
+        template_para=template_para,
+        broadcast=broadcast,
+        tags=tags,
+        userids=userids,
+        segment=segments[0] if segments else None,
+        channel_ids=channel_ids,
+        app_para=_app_para(obj["app_para"]) if "app_para" in obj else None,
+        rule_id=_int(obj, "rule_id", 0, 2**63 - 1) or None,
+        option=_option(obj["option"]) if "option" in obj else SendOption(),
+        callback=_callback(obj["callback"]) if "callback" in obj else None,
+    )
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise UmsError(WRONG_TYPE, f"{where} must be a JSON object")
+    return value
+
+
+def _required(obj: Mapping[str, object], key: str) -> object:
+    if key not in obj:
+        raise UmsError(MISSING, f"{key} is required")
+    return obj[key]
+
+
+def _int(
+    obj: Mapping[str, object], key: str, low: int, high: int, *, required: bool = False
+) -> int | None:
+    if key not in obj:
+        if required:
+            raise UmsError(MISSING, f"{key} is required")
+        return None
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UmsError(WRONG_TYPE, f"{key} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def _check_tag(value: str, where: str) -> None:
+    if _TAG_RE.fullmatch(value) is None:
+        raise UmsError(BAD_TAG, f"{where}: {value!r} may only contain letters, digits, _, "
+                       f"Chinese characters and {_SPECIAL}")  # fmt: skip
+    if len(value.encode()) > _TAG_MAX_BYTES:
+        raise UmsError(BAD_TAG, f"{where}: {value!r} is over {_TAG_MAX_BYTES} UTF-8 bytes")
+
+
+def _check_userid(value: str, where: str) -> None:
+    if _USERID_RE.fullmatch(value) is None or len(value) > _USERID_MAX_CHARS:
+        raise UmsError(
+            BAD_USERID,
+            f"{where}: {value!r} must be 1 to {_USERID_MAX_CHARS} letters, digits, _ or {_SPECIAL}",
+        )
+
+
+def _names(
+    obj: Mapping[str, object], key: str, limit: int, code: int, rule: object
+) -> tuple[str, ...]:
+    """A user-class target array: strings, at most ``limit``, each passing ``rule``."""
+    if key not in obj:
+        return ()
+    value = obj[key]
+    if not isinstance(value, list) or not value:
+        raise UmsError(code, f"{key} must be a non-empty array of strings")
+    if len(value) > limit:
+        raise UmsError(code, f"{key} has {len(value)} values; at most {limit} are allowed")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise UmsError(code, f"{key}[{i}] must be a non-empty string")
+        if callable(rule):
+            rule(item, f"{key}[{i}]")
+    return tuple(dict.fromkeys(value))
+
+
+def _channel_ids(obj: Mapping[str, object], channel_type: str) -> ChannelIds:
+    """``aud_<type>``: ``[{"instance"?, "data": [IDs]}]``, at most 1000 IDs in all."""
+    key = f"aud_{channel_type}"
+    value = obj[key]
+    if not isinstance(value, list) or not value:
+        raise UmsError(BAD_CHANNEL_IDS, f'{key} must be an array of {{"instance", "data"}} objects')
+    ids: list[str] = []
+    instance = None
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict) or not set(item) <= {"instance", "data"}:
+            raise UmsError(BAD_CHANNEL_IDS, f'{where} must be {{"instance"?, "data": [IDs]}}')
+        if "instance" in item:
+            if not isinstance(item["instance"], str):
+                raise UmsError(BAD_CHANNEL_IDS, f"{where}.instance must be a string")
+            instance = instance or item["instance"]
+        data = item.get("data")
+        if not isinstance(data, list) or not data:
+            raise UmsError(BAD_CHANNEL_IDS, f"{where}.data must be a non-empty array of IDs")
+        for j, rid in enumerate(data):
+            if not isinstance(rid, str) or not rid or len(rid) > 256:
+                raise UmsError(BAD_CHANNEL_IDS, f"{where}.data[{j}] must be a non-empty ID")
+        ids += data
+    if len(ids) > _IDS_PER_CHANNEL_MAX:
+        raise UmsError(
+            BAD_CHANNEL_IDS,
+            f"{key} has {len(ids)} IDs; at most {_IDS_PER_CHANNEL_MAX} per channel",
+        )
+    return ChannelIds(channel_type, tuple(dict.fromkeys(ids)), instance)
+
+
+def _app_para(value: object) -> AppPara:
+    obj = _object(value, "app_para")
+    for key in obj:
+        if key not in ("platform", "time_to_live", "apns_production"):
+            raise UmsError(UNSUPPORTED_KEY, f"app_para: unsupported key {key!r}")
+    if "platform" not in obj:
+        raise UmsError(BAD_APP_PARA, "app_para.platform is required")
+    platform = obj["platform"]
+    names = [platform] if isinstance(platform, str) else platform
+    if platform == "all":
+        platforms = None
+    elif (
+        isinstance(names, list)
+        and names
+        and all(isinstance(p, str) and p in PLATFORMS for p in names)
+    ):
+        platforms = tuple(dict.fromkeys(names))
+    else:
+        raise UmsError(
+            BAD_APP_PARA, f'app_para.platform must be "all" or of {", ".join(PLATFORMS)}'
+        )
+    ttl = obj.get("time_to_live", 86400)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= _TTL_MAX:
+        raise UmsError(BAD_APP_PARA, f"app_para.time_to_live must be 0..{_TTL_MAX} seconds")
+    apns = obj.get("apns_production", True)
+    if not isinstance(apns, bool):
+        raise UmsError(BAD_APP_PARA, "app_para.apns_production must be true or false")
+    return AppPara(platforms, ttl, apns)
+
+
+def _option(value: object) -> SendOption:
+    obj = _object(value, "option")
+    for key in obj:
+        if key not in ("sendno", "owner", "black_id", "white_id", "priority"):
+            raise UmsError(UNSUPPORTED_KEY, f"option: unsupported key {key!r}")
+    for key in ("sendno", "owner"):
+        if key in obj and not isinstance(obj[key], str):
+            raise UmsError(WRONG_TYPE, f"option.{key} must be a string")
+    black = _int(obj, "black_id", 0, 2**63 - 1)
+    white = _int(obj, "white_id", 0, 2**63 - 1)
+    if black is not None and white is not None:
+        raise UmsError(BAD_OPTION, "option: black_id and white_id may not be given together")
+    priority = obj.get("priority")
+    if priority is not None and (isinstance(priority, bool) or priority not in (1, 2, 3)):
+        raise UmsError(BAD_OPTION, "option.priority must be 1 (high), 2 (medium) or 3 (low)")
+    return SendOption(obj.get("sendno"), obj.get("owner"), black, white, priority)  # type: ignore[arg-type]
+
+
+def _callback(value: object) -> dict[str, object]:
+    obj = _object(value, "callback")
+    for key in obj:
+        if key not in ("url", "params"):
+            raise UmsError(UNSUPPORTED_KEY, f"callback: unsupported key {key!r}")
+    if "url" in obj and not isinstance(obj["url"], str):
+        raise UmsError(WRONG_TYPE, "callback.url must be a string")
+    if "params" in obj and not isinstance(obj["params"], dict):
+        raise UmsError(WRONG_TYPE, "callback.params must be a JSON object")
+    return dict(obj)
