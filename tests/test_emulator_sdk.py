@@ -179,3 +179,17 @@ def test_oversized_and_chunked_bodies_are_refused_unread(server: tuple[EmulatorS
     status, body = raw_request(srv, head)
     assert (status, json.loads(body)["error"]["code"]) == (400, 1002)
     assert emu.store.message_count() == 0
+
+
+def test_sms_supplement_from_the_sdk(server: tuple[EmulatorServer, Emulator]):
+    _, emu = server
+    d = client().create_device()
+    d.set_devicemobile("a2", jpush.device_mobile("13800000002"))
+    p = make_push(client(), jpush.audience(jpush.tag("深圳")))
+    p.smsmessage = jpush.smsmessage(120, 1, {"code": "42"})
+    msg_id = p.send().payload["msg_id"]
+    r = emu.handle("GET", f"/_emulator/messages/{msg_id}", {})
+    sms = [b for b in r.payload["batches"] if b["channel"] == "sms"]
+    assert sms == [
+        {"channel": "sms", "platform": "android", "release_offset": 120, "size": 1, "ids": ["a2"]}
+    ]

@@ -21,6 +21,7 @@ from reach.jpush import (
     Notification,
     Options,
     PushRequest,
+    SmsMessage,
     parse_audience,
     parse_options,
     parse_platform,
@@ -566,7 +567,22 @@ def test_sms_required_and_unknown() -> None:
     refused(1002, parse_push, push(sms_message={"content": "c"}))
     refused(1003, parse_push, sms(content=5))
     refused(1003, parse_push, push(sms_message=[]))
-    refused(1009, parse_push, sms(temp_id=1))
+    refused(1009, parse_push, sms(template=1))
+    refused(1003, parse_push, sms(temp_id=1))  # content or temp_id, not both
+    refused(1003, parse_push, sms(signid=1))  # a template field without temp_id
+
+
+def test_sms_template_form_of_the_official_sdk() -> None:
+    import jpush
+
+    body = push(sms_message=jpush.smsmessage(60, 5, {"code": "1234"}, 7, False))
+    got = parse_push(body).sms_message
+    assert got == SmsMessage(None, 60, 5, {"code": "1234"}, 7, False)
+    bare = parse_push(push(sms_message={"delay_time": 0, "temp_id": 9})).sms_message
+    assert bare == SmsMessage(None, 0, 9)
+    refused(1002, parse_push, push(sms_message={"temp_id": 9}))
+    refused(1003, parse_push, push(sms_message={"delay_time": 0, "temp_id": 0}))
+    refused(1003, parse_push, push(sms_message={"delay_time": 0, "temp_id": 9, "temp_para": 1}))
 
 
 # --- body sizes (1005) ------------------------------------------------------------------------

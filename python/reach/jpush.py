@@ -274,10 +274,16 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class SmsMessage:
-    """``sms_message``: the SMS supplement, sent ``delay_time`` seconds after the push."""
+    """``sms_message``: the SMS supplement, sent ``delay_time`` seconds after the push: either
+    the seed's ``content``, or the SMS template form the official SDK sends (``temp_id`` with
+    ``temp_para``, ``signid``, ``active_filter``)."""
 
-    content: str
+    content: str | None
     delay_time: int
+    temp_id: int | None = None
+    temp_para: dict[str, object] | None = None
+    signid: int | None = None
+    active_filter: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,13 +587,28 @@ def _parse_message(obj: object) -> Message:
 
 
 def _parse_sms_message(obj: object) -> SmsMessage:
-    """``sms_message``: ``content`` (1 to 480 characters) and ``delay_time`` required."""
+    """``sms_message``: ``delay_time`` and either ``content`` (1 to 480 characters, the seed) or
+    ``temp_id`` (an SMS template, as the official SDK's ``smsmessage()`` sends)."""
     where = "sms_message"
     sms = _as_object(obj, where)
-    _check_keys(sms, ("content", "delay_time"), where)
-    content = _get_str(sms, "content", where, required=True)
+    _check_keys(
+        sms, ("content", "delay_time", "temp_id", "temp_para", "signid", "active_filter"), where
+    )
     delay = _get_int(sms, "delay_time", where, 0, _SMS_DELAY_MAX, required=True)
-    assert content is not None and delay is not None  # required=True
+    assert delay is not None  # required=True
+    if "temp_id" in sms:
+        if "content" in sms:
+            raise PushError(1003, "sms_message takes content or temp_id, not both")
+        temp_id = _get_int(sms, "temp_id", where, 1, _INT64_MAX)
+        signid = _get_int(sms, "signid", where, 1, _INT64_MAX)
+        active = _get_bool(sms, "active_filter", where)
+        para = _get_object(sms, "temp_para", where)
+        return SmsMessage(None, delay, temp_id, para, signid, True if active is None else active)
+    extra = [k for k in ("temp_para", "signid", "active_filter") if k in sms]
+    if extra:
+        raise PushError(1003, f"sms_message.{extra[0]} goes with temp_id, not content")
+    content = _get_str(sms, "content", where, required=True)
+    assert content is not None  # required=True
     # Characters, not bytes: the seed counts a Chinese character as one.
     if not 0 < len(content) <= _SMS_CONTENT_MAX:
         raise PushError(
