@@ -396,3 +396,21 @@ def test_config_parsing():
             AppConfig.parse(bad)
     with pytest.raises(ValueError):
         GroupConfig.parse("g:s=")
+
+
+def test_concurrent_pushes_with_one_cid_send_once(emu: Emulator):
+    import threading
+
+    cid = call(emu, "GET", "/v3/push/cid").payload["cidlist"][0]
+    answers: list[object] = []
+
+    def push() -> None:
+        answers.append(call(emu, "POST", "/v3/push", push_body(cid=cid)).payload)
+
+    threads = [threading.Thread(target=push) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert emu.store.message_count() == 1
+    assert all(a == answers[0] for a in answers) and len(answers) == 8

@@ -199,6 +199,7 @@ class Emulator:
             if unknown:
                 raise ValueError(f"group {g.key} names unknown apps: {', '.join(unknown)}")
         self._rate = _RateLimit(rate_limit, clock) if rate_limit > 0 else None
+        self._cid_locks = {k: threading.Lock() for k in (*self.apps, *self.groups)}
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -280,17 +281,27 @@ class Emulator:
     def _push(self, req: _Request, _: re.Match[str]) -> Reply:
         app = self._app(req)
         push = parse_push(_json_body(req.body))
-        self._check_cid(push, app.appkey)
-        if push.cid is not None:
-            first = self.store.message_by_cid(app.appkey, push.cid, self.clock() - DAY)
-            if first is not None:
-                return Reply.json(first.response)
-        self._check_override(push, app.appkey)
-        res = self._resolve(app, push)
-        msg_id = self.store.next_msg_id()
-        response = {"sendno": push.sendno, "msg_id": str(msg_id)}
-        self._record(app, push, res, msg_id, "push", response)
-        return Reply.json(response)
+
+        def send() -> dict[str, Any]:
+            self._check_override(push, app.appkey)
+            res = self._resolve(app, push)
+            msg_id = self.store.next_msg_id()
+            response = {"sendno": push.sendno, "msg_id": str(msg_id)}
+            self._record(app, push, res, msg_id, "push", response)
+            return response
+
+        return Reply.json(self._once(app.appkey, push, send))
+
+    def _once(self, owner: str, push: PushRequest, send: Callable[[], dict[str, Any]]) -> Any:
+        """``send()``, unless ``push.cid`` was sent by ``owner`` within a day: then the first
+        answer, and nothing is sent. Checked and recorded under the owner's lock, so two
+        concurrent pushes with one cid send once."""
+        self._check_cid(push, owner)
+        if push.cid is None:
+            return send()
+        with self._cid_locks[owner]:
+            first = self.store.message_by_cid(owner, push.cid, self.clock() - DAY)
+            return first.response if first is not None else send()
 
     def _validate(self, req: _Request, _: re.Match[str]) -> Reply:
         app = self._app(req)
@@ -307,11 +318,9 @@ class Emulator:
         push = parse_push(_json_body(req.body))
         if push.options.override_msg_id is not None:
             raise PushError(1003, "options.override_msg_id is not supported by group push")
-        self._check_cid(push, req.caller)
-        if push.cid is not None:
-            first = self.store.message_by_cid(req.caller, push.cid, self.clock() - DAY)
-            if first is not None:
-                return Reply.json(first.response)
+        return Reply.json(self._once(req.caller, push, lambda: self._send_group(group, push)))
+
+    def _send_group(self, group: GroupConfig, push: PushRequest) -> dict[str, Any]:
         resolved: list[tuple[_App, Resolution]] = []
         answer: dict[str, Any] = {}
         for key in group.apps:
@@ -330,22 +339,12 @@ class Emulator:
             answer[app.appkey] = response
             self._record(app, push, res, msg_id, "grouppush", response)
         if push.cid is not None:  # the group's own record answers a repeated cid
+            owner = f"group-{group.key}"
             self.store.add_message(
-                StoredMessage(
-                    group_msgid,
-                    req.caller,
-                    "grouppush",
-                    push.cid,
-                    self.clock(),
-                    0,
-                    {"sendno": push.sendno},
-                    answer,
-                    [],
-                    _NO_IDS,
-                    _NO_IDS,
-                )
-            )
-        return Reply.json(answer)
+                StoredMessage(group_msgid, owner, "grouppush", push.cid, self.clock(), 0,
+                              {"sendno": push.sendno}, answer, [], _NO_IDS, _NO_IDS)
+            )  # fmt: skip
+        return answer
 
     def _check_cid(self, push: PushRequest, owner: str) -> None:
         if push.cid is not None and re.fullmatch(re.escape(owner) + "-" + _UUID, push.cid) is None:
