@@ -180,6 +180,25 @@ fn check_scope(s: &str) -> Result<()> {
     check_key("channel key", s)
 }
 
+/// Cut `bytes` at `offsets` (ascending, `offsets[0]` the start) into UTF-8 strings, for the
+/// columnar bulk paths.
+pub fn cut<'a>(what: &str, bytes: &'a [u8], offsets: &[u64]) -> Result<Vec<&'a str>> {
+    offsets
+        .windows(2)
+        .map(|w| {
+            bytes
+                .get(w[0] as usize..w[1] as usize)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{what}: offsets {}..{} are not a UTF-8 span",
+                        w[0], w[1]
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// The channel IDs of one channel type in one scope (see the module invariants).
 #[derive(Default, Clone)]
 pub struct Bindings {
