@@ -13,6 +13,7 @@ pub mod load;
 pub mod registry;
 pub mod route;
 pub mod snapshot;
+pub mod ums;
 
 pub use error::{Error, Result};
 pub use expr::AudienceSpec;

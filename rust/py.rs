@@ -628,5 +628,408 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResolution>()?;
     m.add_class::<PyBatch>()?;
     m.add_function(wrap_pyfunction!(_set_small_threshold, m)?)?;
+    add_ums(m)?;
+    Ok(())
+}
+
+// ---- UMS (issue 4) --------------------------------------------------------------------------
+
+use crate::ums::{self, ChannelType, SendSpec, Target, UmsRegistry, UserRecord};
+
+type SharedUms = Arc<RwLock<UmsRegistry>>;
+
+/// Raise an engine error of the UMS side: a refusal is `reach.ums.UmsError(code, message)`.
+fn ums_err(py: Python<'_>, e: Error) -> PyErr {
+    let Error::Invalid { code, message } = e else {
+        return to_py(py, e);
+    };
+    match PyModule::import(py, "reach.ums")
+        .and_then(|m| m.getattr("UmsError")?.call1((code, message)))
+    {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
+    }
+}
+
+trait OrRaiseUms<T> {
+    fn or_raise_ums(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> OrRaiseUms<T> for Result<T, Error> {
+    fn or_raise_ums(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| ums_err(py, e))
+    }
+}
+
+fn channel_type(py: Python<'_>, name: &str) -> PyResult<ChannelType> {
+    ChannelType::parse(name).or_raise_ums(py)
+}
+
+/// Strings of interned ids, each below `capacity`, through `name`.
+fn names_of(ids: &[u32], capacity: usize, name: impl Fn(u32) -> String) -> PyResult<Vec<String>> {
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= capacity) {
+        return Err(PyValueError::new_err(format!("no string has id {bad}")));
+    }
+    Ok(ids.iter().map(|&i| name(i)).collect())
+}
+
+/// The UMS users of one account: tags and channel bindings per scope, channels, segments, lists.
+#[pyclass(name = "UmsRegistry", module = "reach._core", frozen)]
+pub struct PyUmsRegistry {
+    inner: SharedUms,
+}
+
+impl PyUmsRegistry {
+    /// Run `f` under the write lock with the GIL released; its error becomes a Python one.
+    fn write<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut UmsRegistry) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| f(&mut self.inner.write())).or_raise_ums(py)
+    }
+}
+
+#[pymethods]
+impl PyUmsRegistry {
+    #[new]
+    fn new() -> Self {
+        PyUmsRegistry {
+            inner: Arc::new(RwLock::new(UmsRegistry::new())),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.read().len() as usize
+    }
+
+    #[pyo3(signature = (userid, tags=HashMap::new(), bindings=HashMap::new()))]
+    fn upsert_user(
+        &self,
+        py: Python<'_>,
+        userid: String,
+        tags: HashMap<String, Vec<String>>,
+        bindings: HashMap<String, HashMap<String, Vec<String>>>,
+    ) -> PyResult<u32> {
+        let mut record = UserRecord {
+            userid,
+            tags: tags.into_iter().collect(),
+            ..Default::default()
+        };
+        for (scope, types) in bindings {
+            let out = record.bindings.entry(scope).or_default();
+            for (ty, ids) in types {
+                out.insert(channel_type(py, &ty)?, ids);
+            }
+        }
+        self.write(py, |r| r.upsert_user(&record))
+    }
+
+    fn delete_user(&self, py: Python<'_>, userid: &str) -> bool {
+        py.detach(|| self.inner.write().delete_user(userid))
+    }
+
+    fn user<'py>(&self, py: Python<'py>, userid: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(u) = py.detach(|| self.inner.read().user(userid)) else {
+            return Ok(None);
+        };
+        let out = PyDict::new(py);
+        out.set_item("userid", u.userid)?;
+        out.set_item("tags", u.tags)?;
+        let bindings = PyDict::new(py);
+        for (scope, types) in u.bindings {
+            let d = PyDict::new(py);
+            for (ty, ids) in types {
+                d.set_item(ty.name(), ids)?;
+            }
+            bindings.set_item(scope, d)?;
+        }
+        out.set_item("bindings", bindings)?;
+        Ok(Some(out))
+    }
+
+    fn user_id(&self, userid: &str) -> Option<u32> {
+        self.inner.read().user_id(userid)
+    }
+
+    /// The userids of interned user ids, in the given order.
+    fn userids(&self, ids: PyReadonlyArray1<'_, u32>) -> PyResult<Vec<String>> {
+        let ids = slice(&ids)?;
+        let r = self.inner.read();
+        names_of(ids, r.user_capacity(), |u| r.userid(u).to_owned())
+    }
+
+    /// The strings of interned channel registration IDs, in the given order.
+    fn channel_ids(&self, ids: PyReadonlyArray1<'_, u32>) -> PyResult<Vec<String>> {
+        let ids = slice(&ids)?;
+        let r = self.inner.read();
+        names_of(ids, r.id_capacity(), |i| r.channel_id(i).to_owned())
+    }
+
+    fn add_channel(&self, py: Python<'_>, key: &str, r#type: &str) -> PyResult<()> {
+        let ty = channel_type(py, r#type)?;
+        self.write(py, |r| r.add_channel(key, ty))
+    }
+
+    fn channels(&self) -> HashMap<String, &'static str> {
+        let r = self.inner.read();
+        r.channels()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.name()))
+            .collect()
+    }
+
+    fn add_segment(&self, py: Python<'_>, name: &str, userids: Vec<String>) -> PyResult<u64> {
+        let userids: Vec<&str> = userids.iter().map(String::as_str).collect();
+        self.write(py, |r| r.add_segment(name, &userids))
+    }
+
+    fn add_list(
+        &self,
+        py: Python<'_>,
+        list_id: u64,
+        userids: Vec<String>,
+        ids: Vec<String>,
+    ) -> PyResult<()> {
+        let userids: Vec<&str> = userids.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.write(py, |r| r.add_list(list_id, &userids, &ids))
+    }
+
+    fn load_users_jsonl(&self, py: Python<'_>, path: PathBuf) -> PyResult<usize> {
+        py.detach(|| {
+            let data = std::fs::read(&path)?;
+            self.inner.write().load_users_jsonl(&data)
+        })
+        .or_raise_ums(py)
+    }
+
+    /// Bulk: make the userids cut from `bytes` at `offsets` live; their ids, in order.
+    fn add_users<'py>(
+        &self,
+        py: Python<'py>,
+        bytes: PyReadonlyArray1<'_, u8>,
+        offsets: PyReadonlyArray1<'_, u64>,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let (bytes, offsets) = (slice(&bytes)?, slice(&offsets)?);
+        let ids = self.write(py, |r| r.add_users(&ums::cut("userid", bytes, offsets)?))?;
+        Ok(ids_array(py, ids))
+    }
+
+    /// Bulk: add the live users of a portable bitmap to a tag in a scope.
+    fn add_tag_users(
+        &self,
+        py: Python<'_>,
+        tag: &str,
+        scope: &str,
+        portable: &[u8],
+    ) -> PyResult<()> {
+        let members = from_portable(py, portable)?;
+        self.write(py, |r| r.add_tag_users(tag, scope, &members))
+    }
+
+    /// Bulk: bind the IDs cut from `id_bytes` at `id_offsets` to `users` (row by row).
+    fn bind_arrays(
+        &self,
+        py: Python<'_>,
+        r#type: &str,
+        scope: &str,
+        users: PyReadonlyArray1<'_, u32>,
+        id_bytes: PyReadonlyArray1<'_, u8>,
+        id_offsets: PyReadonlyArray1<'_, u64>,
+    ) -> PyResult<()> {
+        let ty = channel_type(py, r#type)?;
+        let (users, bytes, offsets) = (slice(&users)?, slice(&id_bytes)?, slice(&id_offsets)?);
+        self.write(py, |r| {
+            r.bind_many(ty, scope, users, &ums::cut("channel ID", bytes, offsets)?)
+        })
+    }
+
+    /// Resolve a send over the channels of its template. One target: `broadcast`, `tags`,
+    /// `userids`, `segment` or `custom` (`[(type, [IDs])]`).
+    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn resolve(
+        &self,
+        py: Python<'_>,
+        channels: Vec<String>,
+        broadcast: bool,
+        tags: Option<Vec<String>>,
+        userids: Option<Vec<String>>,
+        segment: Option<String>,
+        custom: Option<Vec<(String, Vec<String>)>>,
+        black: Option<u64>,
+        white: Option<u64>,
+    ) -> PyResult<PyUmsResolution> {
+        let target = match (broadcast, tags, userids, segment, custom) {
+            (true, None, None, None, None) => Target::Broadcast,
+            (false, Some(t), None, None, None) => Target::Tags(t),
+            (false, None, Some(u), None, None) => Target::Users(u),
+            (false, None, None, Some(s), None) => Target::Segment(s),
+            (false, None, None, None, Some(c)) => Target::Custom(
+                c.into_iter()
+                    .map(|(t, ids)| Ok((channel_type(py, &t)?, ids)))
+                    .collect::<PyResult<_>>()?,
+            ),
+            _ => return Err(PyValueError::new_err("exactly one target must be given")),
+        };
+        let spec = SendSpec {
+            target,
+            channels,
+            black,
+            white,
+        };
+        let res = py
+            .detach(|| {
+                if matches!(spec.target, Target::Custom(_)) {
+                    self.inner.write().prepare(&spec)?;
+                }
+                self.inner.read().resolve(&spec)
+            })
+            .or_raise_ums(py)?;
+        let explain = res.steps;
+        let channels = res
+            .channels
+            .into_iter()
+            .map(|c| {
+                let ch = PyUmsChannel {
+                    key: c.key,
+                    ty: c.ty,
+                    reached: c.reached.cardinality(),
+                    len: c.ids.len(),
+                    ids: ids_array(py, c.ids).unbind(),
+                    registry: self.inner.clone(),
+                };
+                Py::new(py, ch)
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(PyUmsResolution {
+            channels,
+            audience: res.audience.cardinality(),
+            unreachable: res.unreachable,
+            explain,
+            registry: self.inner.clone(),
+        })
+    }
+
+    fn memory_usage(&self) -> HashMap<&'static str, usize> {
+        self.inner.read().memory_usage().into_iter().collect()
+    }
+}
+
+/// The IDs one channel of a template send goes to.
+#[pyclass(name = "UmsChannel", module = "reach._core", frozen)]
+pub struct PyUmsChannel {
+    key: String,
+    ty: ChannelType,
+    ids: Py<PyArray1<u32>>,
+    len: usize,
+    reached: u64,
+    registry: SharedUms,
+}
+
+#[pymethods]
+impl PyUmsChannel {
+    #[getter]
+    fn key(&self) -> &str {
+        &self.key
+    }
+    #[getter]
+    fn r#type(&self) -> &'static str {
+        self.ty.name()
+    }
+    /// Interned channel registration IDs, ascending and distinct.
+    #[getter]
+    fn ids(&self, py: Python<'_>) -> Py<PyArray1<u32>> {
+        self.ids.clone_ref(py)
+    }
+    /// How many users this channel reaches.
+    #[getter]
+    fn reached(&self) -> u64 {
+        self.reached
+    }
+    fn channel_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let ids = self.ids.bind(py).readonly();
+        let r = self.registry.read();
+        names_of(slice(&ids)?, r.id_capacity(), |i| {
+            r.channel_id(i).to_owned()
+        })
+    }
+    fn __len__(&self) -> usize {
+        self.len
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "UmsChannel(key={:?}, type={:?}, size={})",
+            self.key,
+            self.ty.name(),
+            self.len
+        )
+    }
+}
+
+/// The answer to a template send: per channel its IDs, and the users no channel reaches.
+#[pyclass(name = "UmsResolution", module = "reach._core", frozen)]
+pub struct PyUmsResolution {
+    channels: Vec<Py<PyUmsChannel>>,
+    audience: u64,
+    unreachable: Bitmap,
+    explain: Vec<ums::Step>,
+    registry: SharedUms,
+}
+
+#[pymethods]
+impl PyUmsResolution {
+    /// The template's channels, in its order.
+    #[getter]
+    fn channels(&self, py: Python<'_>) -> Vec<Py<PyUmsChannel>> {
+        self.channels.iter().map(|c| c.clone_ref(py)).collect()
+    }
+    /// How many users the send targets (0 for custom channel IDs).
+    #[getter]
+    fn audience(&self) -> u64 {
+        self.audience
+    }
+    /// The user ids of the audience that no channel reaches, ascending.
+    fn unreachable<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
+        let v = py.detach(|| self.unreachable.to_vec());
+        ids_array(py, v)
+    }
+    fn unreachable_userids(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| {
+            let r = self.registry.read();
+            self.unreachable
+                .iter()
+                .map(|u| r.userid(u).to_owned())
+                .collect()
+        })
+    }
+    /// The count after every step, per channel then for the whole send.
+    fn explain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.explain
+            .iter()
+            .map(|s| {
+                let d = PyDict::new(py);
+                d.set_item("channel", s.channel.as_deref())?;
+                d.set_item("step", s.step)?;
+                d.set_item("unit", s.unit)?;
+                d.set_item("count", s.count)?;
+                Ok(d)
+            })
+            .collect()
+    }
+    /// Every ID of every channel.
+    fn __len__(&self) -> usize {
+        self.channels.iter().map(|c| c.get().len).sum()
+    }
+}
+
+/// Register the UMS classes and the channel types (called once from the module init).
+fn add_ums(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let names = ChannelType::ALL.iter().map(|t| t.name());
+    m.add("UMS_CHANNEL_TYPES", PyTuple::new(m.py(), names)?)?;
+    m.add_class::<PyUmsRegistry>()?;
+    m.add_class::<PyUmsResolution>()?;
+    m.add_class::<PyUmsChannel>()?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 """Typed stubs of the compiled core (`rust/py.rs`). Checked against the module by mypy.stubtest."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, final
 
 import numpy as np
@@ -9,10 +9,14 @@ import numpy.typing as npt
 __all__ = [
     "PLATFORMS",
     "SMALL_THRESHOLD_DEFAULT",
+    "UMS_CHANNEL_TYPES",
     "VENDORS",
     "Batch",
     "Registry",
     "Resolution",
+    "UmsChannel",
+    "UmsRegistry",
+    "UmsResolution",
     "__version__",
     "_set_small_threshold",
 ]
@@ -140,3 +144,88 @@ class Registry:
     def _kernel_floor(
         self, audience: AudienceLike, platforms: Sequence[str] | None = None
     ) -> int: ...
+
+UMS_CHANNEL_TYPES: tuple[str, ...]
+"""The UMS channel types, in the core's code order."""
+
+@final
+class UmsChannel:
+    """The IDs one channel of a template send goes to."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def ids(self) -> npt.NDArray[np.uint32]:
+        """Interned channel registration IDs, ascending and distinct."""
+    @property
+    def reached(self) -> int:
+        """How many users this channel reaches."""
+    def channel_ids(self) -> list[str]: ...
+    def __len__(self) -> int: ...
+
+@final
+class UmsResolution:
+    """The answer to a template send: per channel its IDs, and the users no channel reaches."""
+
+    @property
+    def channels(self) -> list[UmsChannel]:
+        """The template's channels, in its order."""
+    @property
+    def audience(self) -> int:
+        """How many users the send targets (0 for custom channel IDs)."""
+    def unreachable(self) -> npt.NDArray[np.uint32]:
+        """The user ids of the audience that no channel reaches, ascending."""
+    def unreachable_userids(self) -> list[str]: ...
+    def explain(self) -> list[dict[str, object]]:
+        """The count after every step, per channel then for the whole send."""
+    def __len__(self) -> int: ...
+
+@final
+class UmsRegistry:
+    """The UMS users of one account: tags and channel bindings per scope, channels, segments,
+    black/white lists."""
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def upsert_user(
+        self,
+        userid: str,
+        tags: Mapping[str, Sequence[str]] = ...,
+        bindings: Mapping[str, Mapping[str, Sequence[str]]] = ...,
+    ) -> int: ...
+    def delete_user(self, userid: str) -> bool: ...
+    def user(self, userid: str) -> dict[str, object] | None: ...
+    def user_id(self, userid: str) -> int | None: ...
+    def userids(self, ids: npt.NDArray[np.uint32]) -> list[str]: ...
+    def channel_ids(self, ids: npt.NDArray[np.uint32]) -> list[str]: ...
+    def add_channel(self, key: str, type: str) -> None: ...
+    def channels(self) -> dict[str, str]: ...
+    def add_segment(self, name: str, userids: Sequence[str]) -> int: ...
+    def add_list(self, list_id: int, userids: Sequence[str], ids: Sequence[str]) -> None: ...
+    def load_users_jsonl(self, path: str) -> int: ...
+    def add_users(
+        self, bytes: npt.NDArray[np.uint8], offsets: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.uint32]: ...
+    def add_tag_users(self, tag: str, scope: str, portable: bytes) -> None: ...
+    def bind_arrays(
+        self,
+        type: str,
+        scope: str,
+        users: npt.NDArray[np.uint32],
+        id_bytes: npt.NDArray[np.uint8],
+        id_offsets: npt.NDArray[np.uint64],
+    ) -> None: ...
+    def resolve(
+        self,
+        channels: Sequence[str],
+        broadcast: bool = False,
+        tags: Sequence[str] | None = None,
+        userids: Sequence[str] | None = None,
+        segment: str | None = None,
+        custom: Sequence[tuple[str, Sequence[str]]] | None = None,
+        black: int | None = None,
+        white: int | None = None,
+    ) -> UmsResolution: ...
+    def memory_usage(self) -> dict[str, int]: ...

@@ -9,35 +9,118 @@ from pathlib import Path
 from .errors import LoadError, PushError
 from .jpush import Audience, parse_audience
 from .registry import Registry
+from .ums import SendRule, Template, UmsError, UmsRegistry, parse_rule, parse_template
 
 DEVICE_FILES = ("devices.jsonl", "segments.jsonl")
 """The files of a directory that a device registry loads, in the order they are loaded."""
 
+UMS_FILES = (
+    "channels.jsonl",
+    "users.jsonl",
+    "segments.jsonl",
+    "lists.jsonl",
+    "templates.jsonl",
+    "rules.jsonl",
+)
+"""The files of a directory that a UMS registry loads, in the order they are loaded (channels
+first: templates and send strategies name them)."""
+
 
 def import_directory(
-    reg: Registry, directory: str | Path, on_file: Callable[[Path], None] | None = None
+    reg: Registry | UmsRegistry,
+    directory: str | Path,
+    on_file: Callable[[Path], None] | None = None,
 ) -> dict[str, int]:
-    """Load ``devices.jsonl`` then ``segments.jsonl`` from ``directory`` (each if present);
-    how many lines of each were loaded. ``on_file`` is told of each file before it loads.
+    """Load the import files of ``directory`` that exist (``DEVICE_FILES`` into a device
+    registry, ``UMS_FILES`` into a UMS registry); how many lines of each were loaded.
+    ``on_file`` is told of each file before it loads. Each file is all or nothing.
 
-    Device segments only: a ``{"segment", "userids"}`` line (a UMS user segment) is refused until
-    the registry knows users.
+    A device registry takes device segments only; a UMS registry user segments only
+    (``{"segment", "userids"}``).
     """
     root = Path(directory)
     if not root.is_dir():
         raise LoadError(f"{root} is not a directory")
     counts: dict[str, int] = {}
-    for name in DEVICE_FILES:
+    for name in UMS_FILES if isinstance(reg, UmsRegistry) else DEVICE_FILES:
         path = root / name
         if not path.exists():
             continue
         if on_file is not None:
             on_file(path)
-        if name == "devices.jsonl":
+        if isinstance(reg, UmsRegistry):
+            counts[name] = _load_ums(reg, path)
+        elif name == "devices.jsonl":
             counts[name] = reg.load_jsonl(path)
         else:
             counts[name] = _load_segments(reg, path)
     return counts
+
+
+def _string(line: dict[str, object], key: str) -> str:
+    value = line.get(key)
+    if not isinstance(value, str) or not value:
+        raise UmsError(1015018, f"{key} must be a non-empty string")
+    return value
+
+
+def _strings(line: dict[str, object], key: str) -> list[str]:
+    value = line.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UmsError(1015018, f"{key} must be an array of strings")
+    return list(value)
+
+
+def _ums_line(name: str, line: dict[str, object]) -> Callable[[UmsRegistry], object]:
+    """Check one line of a UMS file; the change that applies it."""
+    if name == "channels.jsonl":
+        if set(line) != {"channel_key", "type"}:
+            raise UmsError(1015018, 'a channel is {"channel_key", "type"}')
+        key, kind = _string(line, "channel_key"), _string(line, "type")
+        return lambda reg: reg.add_channel(key, kind)
+    if name == "segments.jsonl":
+        if set(line) != {"segment", "userids"}:
+            raise UmsError(1015018, 'a user segment is {"segment", "userids"}')
+        seg, users = _string(line, "segment"), _strings(line, "userids")
+        return lambda reg: reg.add_segment(seg, users)
+    if name == "lists.jsonl":
+        list_id = line.get("list_id")
+        if not set(line) <= {"list_id", "userids", "ids"} or isinstance(list_id, bool):
+            raise UmsError(1015018, 'a list is {"list_id", "userids"?, "ids"?}')
+        if not isinstance(list_id, int) or list_id < 0:
+            raise UmsError(1015018, "list_id must be an integer >= 0")
+        users, ids = _strings(line, "userids"), _strings(line, "ids")
+        return lambda reg: reg.add_list(list_id, users, ids)
+    parsed: Template | SendRule = (
+        parse_template(line) if name == "templates.jsonl" else parse_rule(line)
+    )
+    return lambda reg: (
+        reg.add_template(parsed) if isinstance(parsed, Template) else reg.add_rule(parsed)
+    )
+
+
+def _load_ums(reg: UmsRegistry, path: Path) -> int:
+    """One UMS import file, all or nothing: every line is checked, then applied. A refusal the
+    registry makes (a bad userid, an unknown channel) is checked on a scratch copy first."""
+    if path.name == "users.jsonl":
+        return reg.load_users(path)
+    changes: list[tuple[int, Callable[[UmsRegistry], object]]] = []
+    for number, line in _lines(path):
+        try:
+            changes.append((number, _ums_line(path.name, line)))
+        except UmsError as e:
+            raise LoadError(f"{path.name} line {number}: {e}") from None
+    scratch = UmsRegistry()
+    for key, kind in reg.channels().items():
+        scratch.add_channel(key, kind)
+    for number, change in changes:
+        try:
+            change(scratch)
+        except UmsError as e:
+            raise LoadError(f"{path.name} line {number}: {e}") from None
+    for _, change in changes:
+        change(reg)
+    return len(changes)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:

@@ -23,26 +23,49 @@ code     refusal
 1015009  a broadcast with a target, or more than one kind of user-class target
 1015010  option: black_id and white_id together; priority not 1, 2 or 3
 1015011  app_para: platform, time_to_live (0..864000 s) or apns_production invalid
+1015012  aud_segment names no user segment
+1015013  option.black_id or option.white_id names no black/white list
+1015014  rule_id names no send strategy, or one whose channels are not the template's
+1015015  a template or send strategy channel key that is not a registered channel
+1015016  template_para lacks a variable of the template (the message names the channel)
+1015017  a filled channel content is over that channel's length limit (names the channel)
+1015018  user management: a refused user, tag, binding, channel, segment, list, template or rule
+1015019  app_para missing for a template with an app channel
 1015031  the template does not exist (seed)
 ======== =====================================================================================
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+import numpy as np
+
+from . import _core
 from .jpush import PLATFORMS
+
+UmsResolution = _core.UmsResolution
+UmsChannel = _core.UmsChannel
 
 __all__ = [
     "CHANNEL_TYPES",
     "AppPara",
     "ChannelIds",
     "SendOption",
+    "SendRule",
+    "Template",
+    "TemplateContent",
     "TemplateSend",
+    "UmsChannel",
     "UmsError",
+    "UmsRegistry",
+    "UmsResolution",
+    "parse_rule",
+    "parse_template",
     "parse_template_send",
 ]
 
@@ -70,6 +93,14 @@ MIXED_TARGETS: Final = 1015008
 BAD_TARGET: Final = 1015009
 BAD_OPTION: Final = 1015010
 BAD_APP_PARA: Final = 1015011
+UNKNOWN_SEGMENT: Final = 1015012
+UNKNOWN_LIST: Final = 1015013
+UNKNOWN_RULE: Final = 1015014
+UNKNOWN_CHANNEL: Final = 1015015
+MISSING_VARIABLE: Final = 1015016
+TOO_LONG: Final = 1015017
+BAD_RECORD: Final = 1015018
+APP_PARA_REQUIRED: Final = 1015019
 UNKNOWN_TEMPLATE: Final = 1015031
 
 _TAGS_MAX: Final = 20
@@ -270,12 +301,22 @@ def _names(
         raise UmsError(code, f"{key} must be a non-empty array of strings")
     if len(value) > limit:
         raise UmsError(code, f"{key} has {len(value)} values; at most {limit} are allowed")
+    if key == "aud_userid" and _all_userids(value):
+        return tuple(dict.fromkeys(value))  # fast path: 1000 userids in one regex match
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
             raise UmsError(code, f"{key}[{i}] must be a non-empty string")
         if callable(rule):
             rule(item, f"{key}[{i}]")
     return tuple(dict.fromkeys(value))
+
+
+def _all_userids(values: list[object]) -> bool:
+    """Whether every value is a valid userid, checked at once: the character class is the same
+    for all, so the concatenation matches it exactly when every (non-empty) value does."""
+    if not all(isinstance(v, str) and 0 < len(v) <= _USERID_MAX_CHARS for v in values):
+        return False
+    return _USERID_RE.fullmatch("".join(values)) is not None  # type: ignore[arg-type]
 
 
 def _channel_ids(obj: Mapping[str, object], channel_type: str) -> ChannelIds:
@@ -367,3 +408,293 @@ def _callback(value: object) -> dict[str, object]:
     if "params" in obj and not isinstance(obj["params"], dict):
         raise UmsError(WRONG_TYPE, "callback.params must be a JSON object")
     return dict(obj)
+
+
+# ---- templates, send strategies and the registry (issue 4) -------------------------------------
+
+_VARIABLE: Final = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateContent:
+    """One channel's content: ``text`` with ``{{variable}}`` placeholders, and the longest
+    filled text the channel takes (``max_length`` characters; None: no limit)."""
+
+    text: str
+    max_length: int | None = None
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The variables of ``text``, in first-use order."""
+        return tuple(dict.fromkeys(_VARIABLE.findall(self.text)))
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A general template: its channels (keys, in order) and each one's content."""
+
+    template_id: int
+    channels: tuple[str, ...]
+    content: dict[str, TemplateContent]
+
+    def fill(self, para: Mapping[str, str]) -> dict[str, str]:
+        """Each channel's text with ``para`` filled in (one value serves every channel).
+
+        >>> t = parse_template({"template_id": 1, "channels": ["sms1"],
+        ...                     "content": {"sms1": {"text": "Hi {{user}}", "max_length": 8}}})
+        >>> t.fill({"user": "joe"})
+        {'sms1': 'Hi joe'}
+        >>> t.fill({"user": "joseph"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        reach.ums.UmsError: [1015017] channel 'sms1': ... has 9 characters; its limit is 8
+        """
+        out: dict[str, str] = {}
+        for key in self.channels:
+            content = self.content[key]
+            for name in content.variables:
+                if name not in para:
+                    raise UmsError(
+                        MISSING_VARIABLE, f"channel {key!r}: template_para lacks {name!r}"
+                    )
+            text = _VARIABLE.sub(lambda m: para[m.group(1)], content.text)
+            if content.max_length is not None and len(text) > content.max_length:
+                raise UmsError(
+                    TOO_LONG,
+                    f"channel {key!r}: the filled content has {len(text)} characters; "
+                    f"its limit is {content.max_length}",
+                )
+            out[key] = text
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SendRule:
+    """A send strategy: ``stages`` of (channel key, delay in seconds after the previous stage)."""
+
+    rule_id: int
+    stages: tuple[tuple[str, int], ...]
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.stages)
+
+
+def _record_error(message: str) -> UmsError:
+    return UmsError(BAD_RECORD, message)
+
+
+def _key(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > 256:
+        raise _record_error(f"{where} must be a string of 1 to 256 bytes")
+    return value
+
+
+def _count(value: object, where: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _record_error(f"{where} must be an integer >= {low}")
+    return value
+
+
+def parse_template(obj: object) -> Template:
+    """A template definition (``templates.jsonl``): ``{"template_id", "channels": [keys],
+    "content": {key: "text" | {"text", "max_length"?}}}``; every channel has content."""
+    if not isinstance(obj, dict) or not set(obj) <= {"template_id", "channels", "content"}:
+        raise _record_error('a template is {"template_id", "channels", "content"}')
+    template_id = _count(obj.get("template_id"), "template_id", 1)
+    channels = obj.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise _record_error("channels must be a non-empty array of channel keys")
+    keys = tuple(dict.fromkeys(_key(c, "channels[]") for c in channels))
+    content = obj.get("content")
+    if not isinstance(content, dict) or set(content) != set(keys):
+        raise _record_error("content must give every channel of the template, and no other")
+    parsed: dict[str, TemplateContent] = {}
+    for key, value in content.items():
+        if isinstance(value, str):
+            parsed[key] = TemplateContent(value)
+            continue
+        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+            raise _record_error(f'content.{key} must be a string or {{"text", "max_length"?}}')
+        if not set(value) <= {"text", "max_length"}:
+            raise _record_error(f"content.{key}: unsupported key")
+        limit = value.get("max_length")
+        parsed[key] = TemplateContent(
+            value["text"], None if limit is None else _count(limit, f"content.{key}.max_length", 1)
+        )
+    return Template(template_id, keys, parsed)
+
+
+def parse_rule(obj: object) -> SendRule:
+    """A send strategy (``rules.jsonl``): ``{"rule_id", "stages": [{"channel_key", "delay"?}]}``
+    with ``delay`` the seconds after the previous stage (default 0)."""
+    if not isinstance(obj, dict) or not set(obj) <= {"rule_id", "stages"}:
+        raise _record_error('a send strategy is {"rule_id", "stages"}')
+    rule_id = _count(obj.get("rule_id"), "rule_id", 1)
+    stages = obj.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise _record_error("stages must be a non-empty array")
+    out: list[tuple[str, int]] = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or not set(stage) <= {"channel_key", "delay"}:
+            raise _record_error(f'stages[{i}] must be {{"channel_key", "delay"?}}')
+        key = _key(stage.get("channel_key"), f"stages[{i}].channel_key")
+        if any(k == key for k, _ in out):
+            raise _record_error(f"stages[{i}]: channel {key!r} is already a stage")
+        out.append((key, _count(stage.get("delay", 0), f"stages[{i}].delay", 0)))
+    return SendRule(rule_id, tuple(out))
+
+
+class UmsRegistry:
+    """The UMS users of one account (in the core) with its templates and send strategies.
+
+    >>> reg = UmsRegistry()
+    >>> reg.add_channel("sms1", "sms")
+    >>> _ = reg.add_template({"template_id": 7, "channels": ["sms1"], "content": {"sms1": "Hi"}})
+    >>> _ = reg.upsert_user("u1", tags={"all": ["vip"]}, bindings={"all": {"sms": ["139"]}})
+    >>> res = reg.resolve({"aud_tag": ["vip"], "template_id": 7, "template_para": {}})
+    >>> [(c.key, c.channel_ids()) for c in res.channels]
+    [('sms1', ['139'])]
+    >>> reg.resolve({"aud_tag": ["vip"], "template_id": 8, "template_para": {}})
+    Traceback (most recent call last):
+    reach.ums.UmsError: [1015031] template 8 does not exist
+    """
+
+    __slots__ = ("_core", "rules", "templates")
+
+    def __init__(self) -> None:
+        self._core = _core.UmsRegistry()
+        self.templates: dict[int, Template] = {}
+        self.rules: dict[int, SendRule] = {}
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    # --- users ---------------------------------------------------------------------------------
+
+    def upsert_user(
+        self,
+        userid: str,
+        tags: Mapping[str, list[str]] | None = None,
+        bindings: Mapping[str, Mapping[str, list[str]]] | None = None,
+    ) -> int:
+        """Upload or replace a user: afterwards its tags and bindings (per scope: ``"all"`` or
+        a channel key) are exactly these. Its id."""
+        binds = {
+            s: {t: list(ids) for t, ids in types.items()} for s, types in (bindings or {}).items()
+        }
+        return self._core.upsert_user(userid, {s: list(t) for s, t in (tags or {}).items()}, binds)
+
+    def delete_user(self, userid: str) -> bool:
+        return self._core.delete_user(userid)
+
+    def user(self, userid: str) -> dict[str, object] | None:
+        """A live user: ``{"userid", "tags": {scope: [tags, sorted]},
+        "bindings": {scope: {type: [IDs]}}}``."""
+        return self._core.user(userid)
+
+    def user_id(self, userid: str) -> int | None:
+        return self._core.user_id(userid)
+
+    def userids(self, ids: object) -> list[str]:
+        """The userids of interned user ids (a numpy ``uint32`` array), in order."""
+        return self._core.userids(np.ascontiguousarray(ids, dtype=np.uint32))
+
+    def channel_ids(self, ids: object) -> list[str]:
+        """The strings of interned channel registration IDs, in order."""
+        return self._core.channel_ids(np.ascontiguousarray(ids, dtype=np.uint32))
+
+    def load_users(self, path: str | os.PathLike[str]) -> int:
+        """Load ``users.jsonl`` (all or nothing; ``LoadError`` names the bad line)."""
+        return self._core.load_users_jsonl(os.fspath(path))
+
+    # --- channels, segments, lists, templates, rules -------------------------------------------
+
+    def add_channel(self, channel_key: str, type: str) -> None:
+        self._core.add_channel(channel_key, type)
+
+    def channels(self) -> dict[str, str]:
+        """Registered channels: key -> type."""
+        return self._core.channels()
+
+    def add_segment(self, name: str, userids: list[str]) -> int:
+        """Define a static user segment; how many of its users exist now."""
+        return self._core.add_segment(name, list(userids))
+
+    def add_list(self, list_id: int, userids: list[str] = (), ids: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Define a black/white list of userids and channel registration IDs."""
+        _count(list_id, "list_id", 0)
+        self._core.add_list(list_id, list(userids), list(ids))
+
+    def add_template(self, template: Template | Mapping[str, object]) -> Template:
+        """Define a template; its channels must be registered (1015015)."""
+        t = template if isinstance(template, Template) else parse_template(dict(template))
+        self._check_channels(t.channels, f"template {t.template_id}")
+        self.templates[t.template_id] = t
+        return t
+
+    def add_rule(self, rule: SendRule | Mapping[str, object]) -> SendRule:
+        """Define a send strategy; its channels must be registered (1015015)."""
+        r = rule if isinstance(rule, SendRule) else parse_rule(dict(rule))
+        self._check_channels(r.channels, f"send strategy {r.rule_id}")
+        self.rules[r.rule_id] = r
+        return r
+
+    def _check_channels(self, keys: tuple[str, ...], what: str) -> None:
+        known = self._core.channels()
+        for key in keys:
+            if key not in known:
+                raise UmsError(UNKNOWN_CHANNEL, f"{what}: channel {key!r} does not exist")
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def template(self, send: TemplateSend) -> Template:
+        """The template of a send, checked against it: exists (1015031), ``app_para`` given
+        for an app channel (1015019), ``rule_id`` known and over the template's channels
+        (1015014), ``template_para`` fills every channel within its limit (1015016/1015017)."""
+        t = self.templates.get(send.template_id)
+        if t is None:
+            raise UmsError(UNKNOWN_TEMPLATE, f"template {send.template_id} does not exist")
+        known = self._core.channels()
+        if send.app_para is None and any(known.get(k) == "app" for k in t.channels):
+            raise UmsError(
+                APP_PARA_REQUIRED,
+                f"template {t.template_id} has an app channel: app_para is required",
+            )
+        if send.rule_id is not None and not send.channel_ids:
+            rule = self.rules.get(send.rule_id)
+            if rule is None:
+                raise UmsError(UNKNOWN_RULE, f"send strategy {send.rule_id} does not exist")
+            if set(rule.channels) != set(t.channels):
+                raise UmsError(
+                    UNKNOWN_RULE,
+                    f"send strategy {send.rule_id} is over other channels than template "
+                    f"{t.template_id}",
+                )
+        t.fill(send.template_para)
+        return t
+
+    def resolve(
+        self, send: TemplateSend | Mapping[str, object], *, broadcast: bool = False
+    ) -> UmsResolution:
+        """Resolve a template send (``broadcast``: the ``/v1/template/broadcast`` API) into
+        the IDs of every channel of its template; refusals raise ``UmsError``."""
+        s = (
+            send
+            if isinstance(send, TemplateSend)
+            else parse_template_send(dict(send), broadcast=broadcast)
+        )
+        t = self.template(s)
+        return self._core.resolve(
+            list(t.channels),
+            broadcast=s.broadcast,
+            tags=list(s.tags) or None,
+            userids=list(s.userids) or None,
+            segment=s.segment,
+            custom=[(c.type, list(c.ids)) for c in s.channel_ids] or None,
+            black=s.option.black_id,
+            white=s.option.white_id,
+        )
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes used per structure, and ``total``."""
+        return self._core.memory_usage()

@@ -1,0 +1,517 @@
+//! Resolving a template send: the channel registration IDs of every channel of the template.
+//!
+//! Per channel `c` (key `k`, type `T`), for user-class targets:
+//! 1. audience `A_c`: every live user (broadcast), the live users named (`aud_userid`) or of
+//!    the segment, or for tags the union over the tags of the users having the tag bound to `k`,
+//!    or, only when nobody has that tag bound to `k`, bound globally;
+//! 2. black list: `A_c` minus its users;
+//! 3. bound users and their IDs by `T.selection()`: own = IDs bound to `k`; own-else-global =
+//!    per user the IDs bound to `k` if any, else the global ones; global = the global ones;
+//! 4. black list: minus its IDs; white list: the IDs of its users, plus the other users' IDs
+//!    that are in its IDs;
+//! 5. duplicates removed; a user is *reached* on `c` when one of its IDs survived.
+//!
+//! The audience of the send is the union of the `A_c`; the unreachable users are those of the
+//! audience that no channel reached. Custom channel IDs (`aud_<type>`) go to every channel of
+//! that type as they are, minus a black list's IDs or only a white list's IDs (a list's users
+//! do not apply: custom IDs belong to no user).
+
+use super::{code, refuse, Bindings, ChannelType, IdList, Selection, UmsRegistry, GLOBAL};
+use crate::error::Result;
+use croaring::Bitmap;
+use rayon::prelude::*;
+
+/// Whom a send targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every live user (`/v1/template/broadcast`).
+    Broadcast,
+    /// `aud_tag`: users with any of these tags (per channel, see the module doc).
+    Tags(Vec<String>),
+    /// `aud_userid`: these users (unknown ones reach nobody).
+    Users(Vec<String>),
+    /// `aud_segment`: the live users of one user segment.
+    Segment(String),
+    /// `aud_<type>`: channel registration IDs per type, no users involved.
+    Custom(Vec<(ChannelType, Vec<String>)>),
+}
+
+/// A send as the engine resolves it: the target, the template's channel keys, the lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendSpec {
+    pub target: Target,
+    pub channels: Vec<String>,
+    pub black: Option<u64>,
+    pub white: Option<u64>,
+}
+
+/// One channel's answer: ascending, distinct interned IDs and the users reached.
+#[derive(Debug, Clone)]
+pub struct ChannelResult {
+    pub key: String,
+    pub ty: ChannelType,
+    pub ids: Vec<u32>,
+    pub reached: Bitmap,
+}
+
+/// A count after one step of the resolution (`channel` is `None` for the whole send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub channel: Option<String>,
+    pub step: &'static str,
+    /// `"users"` or `"ids"`.
+    pub unit: &'static str,
+    pub count: u64,
+}
+
+/// The answer to a send.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub channels: Vec<ChannelResult>,
+    /// The users targeted on some channel (empty for custom channel IDs).
+    pub audience: Bitmap,
+    /// The users of `audience` that no channel reached.
+    pub unreachable: Bitmap,
+    pub steps: Vec<Step>,
+}
+
+/// The list of a send, and whether it is a black (true) or white list.
+type List<'a> = Option<(&'a IdList, bool)>;
+
+/// Sort and deduplicate IDs (usually already ascending: IDs are interned in user order).
+fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
+    if !ids.windows(2).all(|w| w[0] < w[1]) {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    ids
+}
+
+/// The users of `users` (each bound in `b`) with at least one ID passing `keep`.
+fn users_keeping(b: &Bindings, users: &Bitmap, keep: impl Fn(u32) -> bool) -> Bitmap {
+    let kept: Vec<u32> = users
+        .iter()
+        .filter(|&u| b.ids_of(u).into_iter().any(&keep))
+        .collect();
+    Bitmap::of(&kept)
+}
+
+impl UmsRegistry {
+    /// Intern the custom channel IDs of a send, so that `resolve` finds them all (a send may
+    /// name IDs no user was ever bound to). At most 1000 per type, as the request model checks.
+    pub fn prepare(&mut self, spec: &SendSpec) -> Result<()> {
+        if let Target::Custom(per_type) = &spec.target {
+            for (_, ids) in per_type {
+                ids.iter()
+                    .try_for_each(|i| super::check_key("channel registration ID", i))?;
+                for i in ids {
+                    self.ids.intern(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self, id: Option<u64>) -> Result<Option<&IdList>> {
+        id.map(|l| {
+            self.lists
+                .get(&l)
+                .ok_or_else(|| refuse(code::UNKNOWN_LIST, format!("list {l} does not exist")))
+        })
+        .transpose()
+    }
+
+    /// Resolve a send (see the module doc). Channels are resolved in parallel.
+    pub fn resolve(&self, spec: &SendSpec) -> Result<Resolution> {
+        let mut types = Vec::with_capacity(spec.channels.len());
+        for k in &spec.channels {
+            let ty = self.channel(k).ok_or_else(|| {
+                refuse(
+                    code::UNKNOWN_CHANNEL,
+                    format!("channel {k:?} does not exist"),
+                )
+            })?;
+            types.push(ty);
+        }
+        if spec.black.is_some() && spec.white.is_some() {
+            return Err(refuse(
+                code::BAD_OPTION,
+                "black_id and white_id may not be given together".into(),
+            ));
+        }
+        let list = match (self.list(spec.black)?, self.list(spec.white)?) {
+            (Some(b), _) => Some((b, true)),
+            (_, Some(w)) => Some((w, false)),
+            _ => None,
+        };
+        let base = match &spec.target {
+            Target::Broadcast => Some(self.live.clone()),
+            Target::Users(names) => {
+                let mut ids: Vec<u32> = names.iter().filter_map(|n| self.user_id(n)).collect();
+                ids.sort_unstable();
+                Some(Bitmap::of(&ids))
+            }
+            Target::Segment(name) => Some(
+                self.segments
+                    .get(name)
+                    .ok_or_else(|| {
+                        refuse(
+                            code::UNKNOWN_SEGMENT,
+                            format!("segment {name:?} does not exist"),
+                        )
+                    })?
+                    .and(&self.live),
+            ),
+            Target::Tags(_) | Target::Custom(_) => None,
+        };
+        let per_channel: Vec<(ChannelResult, Option<Bitmap>, Vec<Step>)> = spec
+            .channels
+            .par_iter()
+            .zip(types.par_iter())
+            .map(|(k, &ty)| match &spec.target {
+                Target::Custom(per_type) => {
+                    let (r, s) = self.custom_channel(k, ty, per_type, list);
+                    (r, None, s)
+                }
+                Target::Tags(tags) => {
+                    let a = self.tag_audience(tags, k);
+                    let (r, s) = self.user_channel(k, ty, &a, list);
+                    (r, Some(a), s)
+                }
+                _ => {
+                    let a = base
+                        .as_ref()
+                        .expect("a user-class target has a base audience");
+                    let (r, s) = self.user_channel(k, ty, a, list);
+                    (r, None, s)
+                }
+            })
+            .collect();
+        let mut audience = base.unwrap_or_default();
+        let mut reached = Bitmap::new();
+        let mut channels = Vec::with_capacity(per_channel.len());
+        let mut steps = Vec::new();
+        for (r, a, s) in per_channel {
+            if let Some(a) = a {
+                audience.or_inplace(&a);
+            }
+            reached.or_inplace(&r.reached);
+            channels.push(r);
+            steps.extend(s);
+        }
+        if matches!(spec.target, Target::Custom(_)) {
+            audience.clear();
+        }
+        let unreachable = audience.andnot(&reached);
+        for (step, count) in [
+            ("audience", audience.cardinality()),
+            (
+                "reached",
+                audience.cardinality() - unreachable.cardinality(),
+            ),
+            ("unreachable", unreachable.cardinality()),
+        ] {
+            steps.push(Step {
+                channel: None,
+                step,
+                unit: "users",
+                count,
+            });
+        }
+        Ok(Resolution {
+            channels,
+            audience,
+            unreachable,
+            steps,
+        })
+    }
+
+    /// The users of the tags on channel `key`: per tag the users with it bound to `key`, or
+    /// the global binding when nobody has it bound to `key`.
+    fn tag_audience(&self, tags: &[String], key: &str) -> Bitmap {
+        let scope = self.scope(key);
+        let parts: Vec<&Bitmap> = tags
+            .iter()
+            .filter_map(|t| {
+                let t = self.tags.lookup(t)?;
+                let own = scope
+                    .and_then(|s| self.tag_users.get(&(t, s)))
+                    .filter(|b| !b.is_empty());
+                own.or_else(|| self.tag_users.get(&(t, GLOBAL)))
+            })
+            .collect();
+        Bitmap::fast_or(&parts)
+    }
+
+    /// The bindings a channel's IDs come from, each with the users of `a` taken from it.
+    fn select<'a>(&'a self, key: &str, ty: ChannelType, a: &Bitmap) -> Vec<(&'a Bindings, Bitmap)> {
+        let own = self.scope(key).and_then(|s| self.bindings.get(&(ty, s)));
+        let global = self.bindings.get(&(ty, GLOBAL));
+        match ty.selection() {
+            Selection::Own => own.map(|b| vec![(b, a.and(&b.users))]).unwrap_or_default(),
+            Selection::Global => global
+                .map(|b| vec![(b, a.and(&b.users))])
+                .unwrap_or_default(),
+            Selection::OwnElseGlobal => {
+                let mut out = Vec::new();
+                let mut rest = a.clone();
+                if let Some(b) = own {
+                    out.push((b, a.and(&b.users)));
+                    rest.andnot_inplace(&b.users);
+                }
+                if let Some(b) = global {
+                    out.push((b, rest.and(&b.users)));
+                }
+                out
+            }
+        }
+    }
+
+    /// One channel of a user-class send, over its audience `a`.
+    fn user_channel(
+        &self,
+        key: &str,
+        ty: ChannelType,
+        a: &Bitmap,
+        list: List,
+    ) -> (ChannelResult, Vec<Step>) {
+        let mut steps = Vec::new();
+        let mut step = |step: &'static str, unit: &'static str, count: u64| {
+            steps.push(Step {
+                channel: Some(key.to_owned()),
+                step,
+                unit,
+                count,
+            })
+        };
+        step("audience", "users", a.cardinality());
+        let filtered;
+        let a = match list {
+            Some((l, true)) => {
+                filtered = a.andnot(&l.users);
+                step("black_list_users", "users", filtered.cardinality());
+                &filtered
+            }
+            _ => a,
+        };
+        let parts = self.select(key, ty, a);
+        let bound: u64 = parts.iter().map(|(_, u)| u.cardinality()).sum();
+        step("bound", "users", bound);
+        let mut all = Vec::new();
+        for (b, users) in &parts {
+            b.gather(users, &mut all);
+        }
+        let all = distinct(all);
+        step("ids", "ids", all.len() as u64);
+        let (ids, reached) = match list {
+            None => (all, union(parts.iter().map(|(_, u)| u))),
+            Some((l, true)) if l.ids.is_empty() => (all, union(parts.iter().map(|(_, u)| u))),
+            Some((l, true)) => {
+                let ids: Vec<u32> = all.into_iter().filter(|&i| !l.ids.contains(i)).collect();
+                step("black_list_ids", "ids", ids.len() as u64);
+                let reached = union(
+                    parts
+                        .iter()
+                        .map(|(b, u)| users_keeping(b, u, |i| !l.ids.contains(i)))
+                        .collect::<Vec<_>>()
+                        .iter(),
+                );
+                (ids, reached)
+            }
+            Some((l, false)) => {
+                let mut ids = Vec::new();
+                let mut reached = Bitmap::new();
+                for (b, users) in &parts {
+                    let listed = users.and(&l.users);
+                    b.gather(&listed, &mut ids);
+                    reached.or_inplace(&listed);
+                    if !l.ids.is_empty() {
+                        let rest = users.andnot(&l.users);
+                        let mut more = Vec::new();
+                        b.gather(&rest, &mut more);
+                        ids.extend(more.into_iter().filter(|&i| l.ids.contains(i)));
+                        reached.or_inplace(&users_keeping(b, &rest, |i| l.ids.contains(i)));
+                    }
+                }
+                let ids = distinct(ids);
+                step("white_list", "ids", ids.len() as u64);
+                (ids, reached)
+            }
+        };
+        step("reached", "users", reached.cardinality());
+        let result = ChannelResult {
+            key: key.to_owned(),
+            ty,
+            ids,
+            reached,
+        };
+        (result, steps)
+    }
+
+    /// One channel of a custom-ID send: the IDs given for its type, through the list's IDs.
+    fn custom_channel(
+        &self,
+        key: &str,
+        ty: ChannelType,
+        per_type: &[(ChannelType, Vec<String>)],
+        list: List,
+    ) -> (ChannelResult, Vec<Step>) {
+        let given: Vec<u32> = per_type
+            .iter()
+            .filter(|(t, _)| *t == ty)
+            .flat_map(|(_, ids)| ids.iter().filter_map(|i| self.ids.lookup(i)))
+            .collect();
+        let given = distinct(given);
+        let mut steps = vec![Step {
+            channel: Some(key.to_owned()),
+            step: "ids",
+            unit: "ids",
+            count: given.len() as u64,
+        }];
+        let ids: Vec<u32> = match list {
+            None => given,
+            Some((l, black)) => {
+                let ids: Vec<u32> = given
+                    .into_iter()
+                    .filter(|&i| l.ids.contains(i) != black)
+                    .collect();
+                steps.push(Step {
+                    channel: Some(key.to_owned()),
+                    step: if black {
+                        "black_list_ids"
+                    } else {
+                        "white_list"
+                    },
+                    unit: "ids",
+                    count: ids.len() as u64,
+                });
+                ids
+            }
+        };
+        let result = ChannelResult {
+            key: key.to_owned(),
+            ty,
+            ids,
+            reached: Bitmap::new(),
+        };
+        (result, steps)
+    }
+}
+
+fn union<'a>(bitmaps: impl Iterator<Item = &'a Bitmap>) -> Bitmap {
+    let v: Vec<&Bitmap> = bitmaps.collect();
+    Bitmap::fast_or(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::ums::tests::user;
+    use ChannelType::*;
+
+    /// u0: tag t on app1, app ID on app1, phone on sms1 and globally, DingTalk globally;
+    /// u1: tag t globally, app ID globally only, phone globally; u2: tag t globally, nothing bound.
+    fn reg() -> UmsRegistry {
+        let mut r = UmsRegistry::new();
+        for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+            r.add_channel(k, ty).unwrap();
+        }
+        r.upsert_user(&user(
+            "u0",
+            &[("app1", &["t"])],
+            &[
+                ("app1", App, &["a0"]),
+                ("sms1", Sms, &["p0own"]),
+                ("all", Sms, &["p0"]),
+                ("all", DingtalkCc, &["d0"]),
+            ],
+        ))
+        .unwrap();
+        r.upsert_user(&user(
+            "u1",
+            &[("all", &["t"])],
+            &[("all", App, &["a1"]), ("all", Sms, &["p1"])],
+        ))
+        .unwrap();
+        r.upsert_user(&user("u2", &[("all", &["t"])], &[])).unwrap();
+        r
+    }
+
+    fn send(target: Target, black: Option<u64>, white: Option<u64>) -> SendSpec {
+        let channels = ["app1", "sms1", "ding"].map(String::from).to_vec();
+        SendSpec {
+            target,
+            channels,
+            black,
+            white,
+        }
+    }
+
+    fn strings(r: &UmsRegistry, res: &Resolution) -> Vec<Vec<String>> {
+        let ids = |c: &ChannelResult| c.ids.iter().map(|&i| r.channel_id(i).to_owned()).collect();
+        res.channels.iter().map(ids).collect()
+    }
+
+    #[test]
+    fn per_channel_selection_follows_the_seed() {
+        let r = reg();
+        // app1 has its own binding of t (u0 only); sms1 and ding fall back to the global t.
+        let res = r
+            .resolve(&send(Target::Tags(vec!["t".into()]), None, None))
+            .unwrap();
+        assert_eq!(strings(&r, &res), [vec!["a0"], vec!["p1"], vec![]]);
+        assert_eq!(res.unreachable.to_vec(), vec![2]);
+        let res = r.resolve(&send(Target::Broadcast, None, None)).unwrap();
+        assert_eq!(
+            strings(&r, &res),
+            [vec!["a0"], vec!["p0own", "p1"], vec!["d0"]]
+        );
+        let last = res.steps.last().unwrap();
+        assert_eq!((last.step, last.count), ("unreachable", 1));
+    }
+
+    #[test]
+    fn lists_filter_users_and_ids() {
+        let mut r = reg();
+        r.add_list(1, &["u1"], &["p0own"]).unwrap();
+        let res = r.resolve(&send(Target::Broadcast, Some(1), None)).unwrap();
+        assert_eq!(strings(&r, &res), [vec!["a0"], vec![], vec!["d0"]]);
+        let res = r.resolve(&send(Target::Broadcast, None, Some(1))).unwrap();
+        assert_eq!(strings(&r, &res), [vec![], vec!["p0own", "p1"], vec![]]);
+        assert_eq!(res.unreachable.to_vec(), vec![2]);
+    }
+
+    #[test]
+    fn custom_ids_and_refusals() {
+        let mut r = reg();
+        let spec = send(
+            Target::Custom(vec![(Sms, vec!["x".into(), "p1".into(), "x".into()])]),
+            None,
+            None,
+        );
+        r.prepare(&spec).unwrap();
+        let res = r.resolve(&spec).unwrap();
+        assert_eq!(strings(&r, &res), [vec![], vec!["p1", "x"], vec![]]);
+        assert!(res.audience.is_empty());
+        let code = |spec: &SendSpec| match r.resolve(spec) {
+            Err(Error::Invalid { code, .. }) => code,
+            other => panic!("{:?}", other.map(|_| ())),
+        };
+        assert_eq!(
+            code(&send(Target::Segment("s".into()), None, None)),
+            code::UNKNOWN_SEGMENT
+        );
+        assert_eq!(
+            code(&send(Target::Broadcast, Some(9), None)),
+            code::UNKNOWN_LIST
+        );
+        assert_eq!(
+            code(&send(Target::Broadcast, Some(9), Some(9))),
+            code::BAD_OPTION
+        );
+        let mut s = send(Target::Broadcast, None, None);
+        s.channels.push("nope".into());
+        assert_eq!(code(&s), code::UNKNOWN_CHANNEL);
+    }
+}

@@ -1,0 +1,131 @@
+"""A plain-Python-sets model of a UMS registry and template-send resolution.
+
+Written from the seed's rules as DESIGN.md and ``rust/ums/resolve.rs``'s module doc state them,
+not from the core: every channel's IDs are computed user by user with Python sets and dicts,
+so that it is obviously right. The UMS property tests compare the compiled core against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+OWN = ("app", "wechatoa", "wechatmp", "alipay_life", "wechatwk", "wechatwk_linkedcorp")
+OWN_ELSE_GLOBAL = ("sms", "email")
+GLOBAL_ONLY = ("dingtalk_cc",)
+
+
+@dataclass
+class User:
+    tags: dict[str, set[str]]  # scope -> tags
+    bindings: dict[str, dict[str, list[str]]]  # scope -> type -> IDs (first occurrence order)
+
+
+@dataclass
+class ChannelAnswer:
+    ids: set[str]
+    reached: set[str]
+
+
+@dataclass
+class Answer:
+    channels: list[ChannelAnswer]
+    audience: set[str]
+    unreachable: set[str]
+
+
+@dataclass
+class UmsModel:
+    users: dict[str, User] = field(default_factory=dict)
+    channels: dict[str, str] = field(default_factory=dict)
+    segments: dict[str, set[str]] = field(default_factory=dict)
+    lists: dict[int, tuple[set[str], set[str]]] = field(default_factory=dict)
+
+    def upsert_user(
+        self,
+        userid: str,
+        tags: Mapping[str, Sequence[str]],
+        bindings: Mapping[str, Mapping[str, Sequence[str]]],
+    ) -> None:
+        self.users[userid] = User(
+            {s: set(t) for s, t in tags.items() if t},
+            {
+                s: {ty: list(dict.fromkeys(ids)) for ty, ids in types.items() if ids}
+                for s, types in bindings.items()
+            },
+        )
+
+    def record(self, userid: str) -> dict[str, object]:
+        """What ``UmsRegistry.user`` returns."""
+        u = self.users[userid]
+        return {
+            "userid": userid,
+            "tags": {s: sorted(t) for s, t in u.tags.items() if t},
+            "bindings": {s: dict(types) for s, types in u.bindings.items() if types},
+        }
+
+    def _has_tag_bound_to(self, tag: str, key: str) -> bool:
+        return any(tag in u.tags.get(key, set()) for u in self.users.values())
+
+    def _tag_audience(self, tags: Sequence[str], key: str) -> set[str]:
+        out: set[str] = set()
+        for tag in tags:
+            scope = key if self._has_tag_bound_to(tag, key) else "all"
+            out |= {name for name, u in self.users.items() if tag in u.tags.get(scope, set())}
+        return out
+
+    def _ids(self, userid: str, key: str, kind: str) -> list[str]:
+        """The IDs of one user on a channel of key ``key`` and type ``kind``."""
+        b = self.users[userid].bindings
+        own = b.get(key, {}).get(kind, [])
+        glob = b.get("all", {}).get(kind, [])
+        if kind in OWN:
+            return own
+        if kind in OWN_ELSE_GLOBAL:
+            return own or glob
+        return glob
+
+    def resolve(
+        self,
+        channels: Sequence[str],
+        *,
+        broadcast: bool = False,
+        tags: Sequence[str] = (),
+        userids: Sequence[str] = (),
+        segment: str | None = None,
+        custom: Mapping[str, Sequence[str]] | None = None,
+        black: int | None = None,
+        white: int | None = None,
+    ) -> Answer:
+        black_users, black_ids = self.lists[black] if black is not None else (set(), set())
+        white_list = self.lists[white] if white is not None else None
+        answers: list[ChannelAnswer] = []
+        audience: set[str] = set()
+        for key in channels:
+            kind = self.channels[key]
+            if custom is not None:
+                given = set(custom.get(kind, ()))
+                if white_list is not None:
+                    given &= white_list[1]
+                answers.append(ChannelAnswer(given - black_ids, set()))
+                continue
+            if broadcast:
+                a = set(self.users)
+            elif tags:
+                a = self._tag_audience(tags, key)
+            elif segment is not None:
+                a = self.segments[segment] & set(self.users)
+            else:
+                a = set(userids) & set(self.users)
+            audience |= a
+            ids: set[str] = set()
+            reached: set[str] = set()
+            for user in a - black_users:
+                for rid in self._ids(user, key, kind):
+                    listed = white_list is None or user in white_list[0] or rid in white_list[1]
+                    if rid not in black_ids and listed:
+                        ids.add(rid)
+                        reached.add(user)
+            answers.append(ChannelAnswer(ids, reached))
+        reached_any = set().union(*(c.reached for c in answers))
+        return Answer(answers, audience, audience - reached_any)
