@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
+
 from reach.emulator import AppConfig, Emulator, GroupConfig, Reply, Store
 
 APP = AppConfig("a1b2c3d4e5f6a1b2c3d4e5f6", "secret-one")
@@ -64,3 +66,16 @@ def error_code(r: Reply) -> int:
     assert set(r.payload) == {"error"} and set(r.payload["error"]) == {"code", "message"}
     assert r.status == JPUSH_HTTP_STATUS[code]
     return int(code)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=50),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=25,
+)

@@ -12,23 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emu import APP, call, open_emulator, register
+from emu import APP, call, json_values, open_emulator, register
 from reach.emulator import Emulator
 from reach.errors import JPUSH_HTTP_STATUS
 
 RIDS = ["a1", "a2", "i1"]
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=50),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
-    ),
-    max_leaves=25,
-)
 
 PUSH_KEYS = ("platform", "audience", "notification", "message", "sms_message", "options", "cid")
 AUDIENCE_KEYS = ("tag", "tag_and", "tag_not", "alias", "registration_id", "segment", "abtest")

@@ -121,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         apps = [AppConfig.parse(a) for a in args.app]
+        ums = [AppConfig.parse(a) for a in args.ums]
         groups = [GroupConfig.parse(g) for g in args.group]
     except ValueError as e:
         print(f"reach serve: {e}", file=sys.stderr)
@@ -130,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         apps=apps,
         groups=groups,
+        ums=ums,
         store_path=args.store,
         import_dir=args.import_dir,
         demo=args.demo,

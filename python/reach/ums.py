@@ -31,6 +31,10 @@ code     refusal
 1015017  a filled channel content is over that channel's length limit (names the channel)
 1015018  user management: a refused user, tag, binding, channel, segment, list, template or rule
 1015019  app_para missing for a template with an app channel
+1015020  emulator: missing or wrong Basic auth (ChannelKey:MasterSecret), HTTP 401
+1015021  emulator: a method the path does not take, or no API at the path
+1015022  emulator: a body over the size limit
+1015023  emulator: over the rate limit, HTTP 429
 1015031  the template does not exist (seed)
 ======== =====================================================================================
 """
@@ -101,6 +105,10 @@ MISSING_VARIABLE: Final = 1015016
 TOO_LONG: Final = 1015017
 BAD_RECORD: Final = 1015018
 APP_PARA_REQUIRED: Final = 1015019
+AUTH_FAILED: Final = 1015020
+BAD_REQUEST: Final = 1015021
+TOO_LARGE: Final = 1015022
+RATE_LIMITED: Final = 1015023
 UNKNOWN_TEMPLATE: Final = 1015031
 
 _TAGS_MAX: Final = 20
@@ -136,12 +144,11 @@ class UmsError(ValueError):
     {'code': 1015031, 'message': 'template 7 does not exist'}
     """
 
-    http_status = 400
-
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"[{code}] {message}")
         self.code = code
         self.message = message
+        self.http_status = {AUTH_FAILED: 401, RATE_LIMITED: 429}.get(code, 400)
 
     def to_json(self) -> dict[str, object]:
         """The vendor's error body: ``{"code", "message"}``."""

@@ -19,24 +19,40 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
 from ..errors import PushError
+from ..imports import import_directory
 from ..jpush import PushRequest, parse_push
 from ..registry import Registry, Resolution
+from ..ums import (
+    AUTH_FAILED,
+    BAD_RECORD,
+    BAD_REQUEST,
+    MISSING,
+    RATE_LIMITED,
+    TOO_LARGE,
+    WRONG_TYPE,
+    UmsError,
+    UmsRegistry,
+    parse_template_send,
+)
 from . import messages
 from .mutations import (
     DeleteAlias,
     DeleteDevice,
     DeleteTag,
+    DeleteUser,
     Mutation,
     Register,
     SetOnline,
     UpdateDevice,
     UpdateTag,
+    UpsertUser,
     parse_platforms,
 )
 from .store import Store, StoredMessage
@@ -100,7 +116,7 @@ class Reply:
         return cls(status, body, {})
 
     @classmethod
-    def error(cls, e: PushError) -> Reply:
+    def error(cls, e: PushError | UmsError) -> Reply:
         return cls.json(e.to_json(), e.http_status)
 
     @property
@@ -118,6 +134,17 @@ class _App:
         self.registry = registry
         self.lock = threading.Lock()
         self.unsaved = 0  # journal entries since the last checkpoint
+
+
+class _Ums:
+    """One UMS account at run time: its users and the lock that orders their changes."""
+
+    def __init__(self, key: str, secret: str, registry: UmsRegistry) -> None:
+        self.key = key
+        self.secret = secret.encode()
+        self.registry = registry
+        self.owner = f"ums:{key}"  # its journal's owner (keys of apps and accounts may not clash)
+        self.lock = threading.Lock()
 
 
 class _RateLimit:
@@ -180,6 +207,8 @@ class Emulator:
         batch_size: int = 1000,
         checkpoint_every: int = 100_000,
         clock: Callable[[], float] = time.time,
+        ums: list[AppConfig] | None = None,
+        ums_import: str | Path | None = None,
     ) -> None:
         if not apps:
             raise ValueError("an emulator serves at least one app")
@@ -200,6 +229,25 @@ class Emulator:
                 raise ValueError(f"group {g.key} names unknown apps: {', '.join(unknown)}")
         self._rate = _RateLimit(rate_limit, clock) if rate_limit > 0 else None
         self._cid_locks = {k: threading.Lock() for k in (*self.apps, *self.groups)}
+        self.ums: dict[str, _Ums] = {}
+        for i, a in enumerate(ums or []):
+            if a.appkey in self.apps:
+                raise ValueError(f"{a.appkey} is both a JPush app and a UMS account")
+            self.ums[a.appkey] = self._open_ums(a, ums_import if i == 0 else None)
+
+    def _open_ums(self, account: AppConfig, import_dir: str | Path | None) -> _Ums:
+        """A UMS account's users: its import files (loaded at every start: UMS registries are
+        not snapshotted yet), then the user changes of its journal, in order."""
+        reg = UmsRegistry()
+        if import_dir is not None:
+            import_directory(reg, import_dir)
+        acc = _Ums(account.appkey, account.secret, reg)
+        for m in self.store.journal_entries(acc.owner):
+            try:
+                m.apply(reg)
+            except UmsError as e:  # the import files changed under a journaled change
+                log.warning("UMS %s: journaled %s no longer applies: %s", acc.key, m.op, e)
+        return acc
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -207,13 +255,15 @@ class Emulator:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
     ) -> Reply:
         """Answer one request. ``headers`` keys are matched case-insensitively."""
+        ums = urlsplit(target).path.startswith("/v1/")
         try:
-            return self._handle(method.upper(), target, headers, body)
-        except PushError as e:
-            return Reply.error(e)
+            reply = self._handle(method.upper(), target, headers, body)
+        except (PushError, UmsError) as e:
+            reply = Reply.error(e)
         except Exception:  # a bug: answer as the seed's 1000, never a bare 500 page
             log.exception("internal error on %s %s", method, target)
-            return Reply.error(PushError(1000, "internal system error"))
+            reply = Reply.error(PushError(1000, "internal system error"))
+        return _as_ums(reply) if ums else reply
 
     def _handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
         parts = urlsplit(target)
@@ -229,6 +279,10 @@ class Emulator:
             if len(body) > limit:
                 raise PushError(1005, f"the request body is {len(body)} bytes; at most {limit}")
             caller = self._authenticate(headers) if auth else ""
+            if caller and (caller in self.ums) != path.startswith("/v1/"):
+                if path.startswith("/v1/"):
+                    raise UmsError(AUTH_FAILED, "the /v1/ APIs take a UMS ChannelKey:MasterSecret")
+                raise PushError(1008, f"{caller} is a UMS account: it calls the /v1/ APIs")
             rate_headers: dict[str, str] = {}
             if self._rate is not None and caller:
                 allowed, rate_headers = self._rate.take(caller)
@@ -238,7 +292,7 @@ class Emulator:
             query = parse_qs(parts.query, keep_blank_values=True)
             try:
                 reply = handler(self, _Request(method, path, query, body, caller), m)
-            except PushError as e:
+            except (PushError, UmsError) as e:
                 reply = Reply.error(e)
             return Reply(reply.status, reply.body, reply.headers | rate_headers)
         raise PushError(1003, f"no API at {path}")
@@ -262,6 +316,8 @@ class Emulator:
         if user.startswith("group-"):
             group = self.groups.get(user)
             expected = group.secret.encode() if group else None
+        elif user in self.ums:
+            expected = self.ums[user].secret
         else:
             app = self.apps.get(user)
             expected = app.secret if app else None
@@ -521,12 +577,105 @@ class Emulator:
 
     def _message(self, req: _Request, m: re.Match[str]) -> Reply:
         msg = self.store.message(int(m["msg_id"]))
-        if msg is None or msg.appkey not in self.apps:
-            raise PushError(1003, f"no message {m['msg_id']}")
-        return Reply.json(messages.inspect(msg, self.apps[msg.appkey].registry))
+        if msg is not None and msg.appkey in self.apps:
+            return Reply.json(
+                messages.inspect(msg, self.apps[msg.appkey].registry.registration_ids)
+            )
+        if msg is not None and msg.appkey in self.ums:
+            return Reply.json(messages.inspect(msg, self.ums[msg.appkey].registry.channel_ids))
+        raise PushError(1003, f"no message {m['msg_id']}")
+
+    # --- UMS (seed 000) ------------------------------------------------------------------------
+
+    def _ums_account(self, req: _Request) -> _Ums:
+        return self.ums[req.caller]  # _handle let only UMS accounts through to /v1/
+
+    def _template_sent(self, req: _Request, _: re.Match[str]) -> Reply:
+        return self._template_send(req, broadcast=False)
+
+    def _template_broadcast(self, req: _Request, _: re.Match[str]) -> Reply:
+        return self._template_send(req, broadcast=True)
+
+    def _template_send(self, req: _Request, broadcast: bool) -> Reply:
+        acc = self._ums_account(req)
+        send = parse_template_send(_json_body(req.body), broadcast=broadcast)
+        res = acc.registry.resolve(send)
+        delivery = messages.ums_plan(res, self.batch_size)
+        msg_id = self.store.next_msg_id()
+        response = {"code": 0, "msgid": str(msg_id), "sendno": send.sendno}
+        info = {
+            "sendno": send.sendno,
+            "template_id": send.template_id,
+            "owner": send.option.owner,
+            "priority": send.option.priority,
+            "callback": send.callback,
+            "audience": res.audience,
+            "unreachable": len(res.unreachable()),
+        }
+        api = "template/broadcast" if broadcast else "template/sent"
+        self.store.add_message(
+            StoredMessage(msg_id, acc.key, api, None, self.clock(), 0, info, response,
+                          delivery.batches, delivery.ids, delivery.online)
+        )  # fmt: skip
+        return Reply.json(response)
+
+    def _user(self, req: _Request, m: re.Match[str]) -> Reply:
+        acc = self._ums_account(req)
+        userid = m["userid"]
+        if req.method == "DELETE":
+            self._mutate_users(acc, [DeleteUser(userid)])
+            return Reply.json({"code": 0})
+        user = acc.registry.user(userid)
+        if user is None:
+            raise UmsError(BAD_RECORD, f"user {userid!r} does not exist")
+        return Reply.json({"code": 0, "data": user})
+
+    def _users(self, req: _Request, _: re.Match[str]) -> Reply:
+        """Upload users: one ``users.jsonl`` object, or an array of them."""
+        acc = self._ums_account(req)
+        body = _json_body(req.body)
+        items = body if isinstance(body, list) else [body]
+        users = [UpsertUser.parse(u, f"users[{i}]") for i, u in enumerate(items)]
+        self._mutate_users(acc, users)
+        return Reply.json({"code": 0, "uploaded": len(users)})
+
+    def _mutate_users(self, acc: _Ums, changes: list[UpsertUser] | list[DeleteUser]) -> None:
+        """Apply (the core refuses a bad user whole) and journal each change; return once the
+        journal is on disk. A refused change stops the request; the ones before it stay."""
+        durable = []
+        with acc.lock:
+            for change in changes:
+                change.apply(acc.registry)
+                durable.append(self.store.journal(acc.owner, change))
+        for d in durable:
+            d.result()
 
 
 _NO_IDS = np.zeros(0, dtype=np.uint32)
+
+
+# JPush refusals of the transport (auth, method, size, rate, JSON) as UMS codes on /v1/ paths.
+_UMS_CODES: Final = {
+    1001: BAD_REQUEST,
+    1002: MISSING,
+    1003: WRONG_TYPE,
+    1004: AUTH_FAILED,
+    1005: TOO_LARGE,
+    1008: AUTH_FAILED,
+    2002: RATE_LIMITED,
+}
+
+
+def _as_ums(reply: Reply) -> Reply:
+    """A reply in UMS's shape: a JPush ``{"error": {...}}`` refusal becomes ``{"code",
+    "message"}`` with the UMS code of the same rule."""
+    payload = reply.payload
+    if not (isinstance(payload, dict) and set(payload) == {"error"}):
+        return reply
+    code, message = payload["error"]["code"], payload["error"]["message"]
+    e = UmsError(_UMS_CODES.get(code, code), message)
+    return Reply(reply.status if code == 1000 else e.http_status, Reply.json(e.to_json()).body,
+                 reply.headers)  # fmt: skip
 
 
 def _json_body(body: bytes) -> Any:
@@ -569,6 +718,10 @@ _ROUTES: Final = [
     _route(rf"/v3/tags/(?P<tag>{_SEG})/registration_ids/(?P<rid>{_SEG})", GET=Emulator._tag_member),
     _route(rf"/v3/tags/(?P<tag>{_SEG})", POST=Emulator._tag, DELETE=Emulator._tag),
     _route(rf"/v3/aliases/(?P<alias>{_SEG})", GET=Emulator._alias, DELETE=Emulator._alias),
+    _route(r"/v1/template/sent", POST=Emulator._template_sent),
+    _route(r"/v1/template/broadcast", POST=Emulator._template_broadcast),
+    _route(r"/v1/users", POST=Emulator._users),
+    _route(rf"/v1/users/(?P<userid>{_SEG})", GET=Emulator._user, DELETE=Emulator._user),
     _route(r"/_emulator/devices", POST=Emulator._register),
     _route(rf"/_emulator/devices/(?P<rid>{_SEG})/online", POST=Emulator._online),
     _route(rf"/_emulator/devices/(?P<rid>{_SEG})", DELETE=Emulator._unregister),

@@ -13,6 +13,7 @@ A device received a push when it was online at send time, or when it came online
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..jpush import PushRequest
-from ..registry import Registry, Resolution
+from ..registry import Resolution
+from ..ums import UmsResolution
 from .store import StoredMessage
 
 _EMPTY = np.zeros(0, dtype=np.uint32)
@@ -122,23 +124,46 @@ def received_unknown(msg_id: int) -> dict[str, Any]:
     return {"msg_id": msg_id} | dict.fromkeys((*keys, "wp_received"))
 
 
-def inspect(m: StoredMessage, reg: Registry) -> dict[str, Any]:
-    """The emulator inspection answer (DESIGN.md, a stable contract): every batch with its ids."""
+def ums_plan(res: UmsResolution, batch_size: int) -> Delivery:
+    """The batches of a UMS template send: per channel of the template (in its order), its IDs
+    in batches of at most ``batch_size``; every batch is stage 1 (send strategies' later stages
+    are not modelled yet)."""
+    meta: list[dict[str, Any]] = []
+    parts: list[npt.NDArray[np.uint32]] = []
+    for c in res.channels:
+        ids = c.ids
+        head: dict[str, object] = {"channel": c.key, "type": c.type, "stage": 1}
+        head["release_offset"] = 0
+        for start in range(0, len(ids), batch_size):
+            meta.append(head | {"size": min(batch_size, len(ids) - start)})
+        parts.append(ids)
+    ids = np.concatenate(parts).astype(np.uint32, copy=False) if parts else _EMPTY
+    return Delivery(meta, ids, _EMPTY)
+
+
+def inspect(
+    m: StoredMessage, names: Callable[[npt.NDArray[np.uint32]], list[str]]
+) -> dict[str, Any]:
+    """The emulator inspection answer (DESIGN.md, a stable contract): every batch with its ids,
+    turned into strings by ``names`` (registration IDs, or UMS channel IDs)."""
     batches, start = [], 0
     for b in m.batches:
         end = start + int(b["size"])
-        ids = reg.registration_ids(m.ids[start:end])
-        batches.append({k: v for k, v in b.items() if v is not None} | {"ids": ids})
+        batches.append(
+            {k: v for k, v in b.items() if v is not None} | {"ids": names(m.ids[start:end])}
+        )
         start = end
     created = datetime.datetime.fromtimestamp(m.created, datetime.UTC)
-    return {
-        "msg_id": str(m.msg_id),
-        "api": m.api,
-        "appkey": m.appkey,
-        "sendno": m.info.get("sendno", "0"),
-        "cid": m.cid,
-        "created": created.isoformat(timespec="milliseconds"),
-        "time_to_live": m.ttl,
-        "override_msg_id": m.info.get("override_msg_id"),
-        "batches": batches,
-    }
+    shown = {k: v for k, v in m.info.items() if k not in ("ios_notification", "message")}
+    return (
+        {
+            "msg_id": str(m.msg_id),
+            "api": m.api,
+            "appkey": m.appkey,
+            "cid": m.cid,
+            "created": created.isoformat(timespec="milliseconds"),
+            "time_to_live": m.ttl,
+        }
+        | shown
+        | {"batches": batches}
+    )

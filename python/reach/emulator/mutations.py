@@ -18,6 +18,7 @@ from .. import _core
 from ..errors import PushError
 from ..jpush import _check_name, _check_registration_id, parse_platform
 from ..registry import Registry
+from ..ums import BAD_RECORD, UmsError, UmsRegistry
 
 _MAX_IDS: Final = 1000  # registration IDs per tag update (the device API's limit)
 _MAX_TAGS: Final = 100  # tags per device update
@@ -301,20 +302,70 @@ class DeleteDevice:
         reg.delete(self.registration_id)
 
 
+@dataclass(frozen=True, slots=True)
+class UpsertUser:
+    """UMS user management: upload or replace a user (the ``users.jsonl`` format). Unlike the
+    device mutations it is applied before it is journaled: the core checks it whole and refuses
+    it unchanged (1015018), so only accepted users reach the journal."""
+
+    op: ClassVar[str] = "upsert_user"
+    userid: str
+    tags: dict[str, list[str]] = field(default_factory=dict)
+    bindings: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: object, where: str = "user") -> UpsertUser:
+        if not isinstance(obj, dict) or not isinstance(obj.get("userid"), str):
+            raise UmsError(BAD_RECORD, f'{where} must be {{"userid", "tags"?, "bindings"?}}')
+        unknown = [k for k in obj if k not in ("userid", "tags", "bindings")]
+        if unknown:
+            raise UmsError(BAD_RECORD, f"{where}: unsupported key {unknown[0]!r}")
+        tags, bindings = obj.get("tags", {}), obj.get("bindings", {})
+        if not isinstance(tags, dict) or not isinstance(bindings, dict):
+            raise UmsError(BAD_RECORD, f"{where}: tags and bindings must be objects by scope")
+        return cls(obj["userid"], tags, bindings)
+
+    def apply(self, reg: UmsRegistry) -> None:
+        reg.upsert_user(self.userid, self.tags, self.bindings)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUser:
+    """UMS user management: a user leaves (reaches nothing from now on)."""
+
+    op: ClassVar[str] = "delete_user"
+    userid: str
+
+    def apply(self, reg: UmsRegistry) -> None:
+        if not reg.delete_user(self.userid):
+            raise UmsError(BAD_RECORD, f"user {self.userid!r} does not exist")
+
+
 Mutation = Register | UpdateDevice | UpdateTag | DeleteTag | DeleteAlias | SetOnline | DeleteDevice
-_KINDS: Final[dict[str, type[Mutation]]] = {
+UserMutation = UpsertUser | DeleteUser
+_KINDS: Final[dict[str, type[Mutation | UserMutation]]] = {
     k.op: k
-    for k in (Register, UpdateDevice, UpdateTag, DeleteTag, DeleteAlias, SetOnline, DeleteDevice)
+    for k in (
+        Register,
+        UpdateDevice,
+        UpdateTag,
+        DeleteTag,
+        DeleteAlias,
+        SetOnline,
+        DeleteDevice,
+        UpsertUser,
+        DeleteUser,
+    )
 }
 
 
-def to_json(m: Mutation) -> tuple[str, str]:
+def to_json(m: Mutation | UserMutation) -> tuple[str, str]:
     """The journal form of a mutation: its op name and its fields as JSON."""
     return m.op, json.dumps(asdict(m), ensure_ascii=False, separators=(",", ":"))
 
 
-def from_json(op: str, args: str) -> Mutation:
-    """A mutation back from its journal form (lists become tuples again)."""
+def from_json(op: str, args: str) -> Mutation | UserMutation:
+    """A mutation back from its journal form (top-level lists become tuples again)."""
     fields: dict[str, Any] = json.loads(args)
     for k, v in fields.items():
         if isinstance(v, list):

@@ -148,6 +148,7 @@ def serve(
     port: int = 8800,
     apps: list[AppConfig] | None = None,
     groups: list[GroupConfig] | None = None,
+    ums: list[AppConfig] | None = None,
     store_path: str | Path = "reach-data",
     import_dir: str | Path | None = None,
     demo: int = 0,
@@ -172,6 +173,8 @@ def serve(
         rate_limit=rate_limit,
         batch_size=batch_size,
         checkpoint_every=checkpoint_every,
+        ums=ums,
+        ums_import=import_dir,
     )
     first = emulator.apps[apps[0].appkey]
     if (import_dir is not None or demo) and len(first.registry) == 0:
@@ -221,6 +224,7 @@ def _announce(
     server: EmulatorServer, app: AppConfig, made_demo: bool, audience: str, out: TextIO
 ) -> None:
     url = server.url
+    emulator = server.emulator
     who = "demo app" if made_demo else "app"
     out.write(f"reach emulator on {url}  ({who} {app.appkey}, master secret {app.secret})\n")
     out.write("try:\n")
@@ -230,4 +234,6 @@ def _announce(
         f"-d '{body}' {url}/v3/push\n"
     )
     out.write(f"  curl -s {url}/_emulator/messages/<msg_id>\n")
+    for acc in emulator.ums.values():
+        out.write(f"UMS account {acc.key} ({len(acc.registry):,} users) on {url}/v1/\n")
     out.flush()

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from ..registry import Registry
 from . import mutations
-from .mutations import Mutation
+from .mutations import Mutation, UserMutation
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,11 +200,26 @@ class Store:
                 (appkey, seq),
             ).fetchall()
         for op, args in rows:
-            mutations.from_json(op, args).apply(reg)
+            m = mutations.from_json(op, args)
+            assert not isinstance(m, UserMutation), "a device journal holds device mutations"
+            m.apply(reg)
         return reg, len(rows)
 
+    def journal_entries(self, owner: str) -> list[UserMutation]:
+        """Every journaled mutation of ``owner`` (a registry kept without snapshots), in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT op, args FROM journal WHERE appkey = ? ORDER BY seq", (owner,)
+            ).fetchall()
+        out = [mutations.from_json(op, args) for op, args in rows]
+        assert all(isinstance(m, UserMutation) for m in out), "a user journal holds user mutations"
+        return out  # type: ignore[return-value]
+
     def journal(
-        self, appkey: str, mutation: Mutation, came_online: tuple[str, float] | None = None
+        self,
+        appkey: str,
+        mutation: Mutation | UserMutation,
+        came_online: tuple[str, float] | None = None,
     ) -> Future[None]:
         """Queue one mutation for the journal; ``came_online`` is (registration ID, when) for a
         device that connects with it. The future resolves when it is on disk."""

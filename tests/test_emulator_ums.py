@@ -1,0 +1,169 @@
+"""The emulator's UMS side: template sends, user management, inspection, errors in UMS's shape,
+and users uploaded through the API surviving a restart (import files + journal)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from emu import APP, call, error_code
+from reach.emulator import AppConfig, Emulator, Store
+from test_emulator_fuzz import json_values
+
+UMS = AppConfig("c0ffeec0ffeec0ffeec0ffee", "ums-secret")
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+@pytest.fixture
+def import_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "import"
+    d.mkdir()
+    write(d / "channels.jsonl", [{"channel_key": "sms1", "type": "sms"},
+                                 {"channel_key": "wx1", "type": "wechatoa"}])  # fmt: skip
+    write(
+        d / "users.jsonl",
+        [
+            {"userid": "u1", "tags": {"all": ["vip"]},
+             "bindings": {"all": {"sms": ["139"]}, "wx1": {"wechatoa": ["o1"]}}},
+            {"userid": "u2", "tags": {"sms1": ["vip"]}, "bindings": {"sms1": {"sms": ["138"]}}},
+            {"userid": "u3", "tags": {"all": ["new"]}, "bindings": {"all": {"sms": ["137"]}}},
+        ],
+    )  # fmt: skip
+    write(d / "lists.jsonl", [{"list_id": 9, "userids": ["u2"]}])
+    write(
+        d / "templates.jsonl",
+        [{"template_id": 7, "channels": ["sms1", "wx1"],
+          "content": {"sms1": {"text": "Hi {{name}}", "max_length": 70}, "wx1": "Hello {{name}}"}}],
+    )  # fmt: skip
+    return d
+
+
+def open_ums(tmp_path: Path, import_dir: Path) -> Emulator:
+    return Emulator(Store(tmp_path / "store"), [APP], ums=[UMS], ums_import=import_dir)
+
+
+def send(emu: Emulator, body: dict[str, Any], api: str = "sent", app: AppConfig = UMS) -> Any:
+    return call(emu, "POST", f"/v1/template/{api}", body, app=app)
+
+
+def batches(emu: Emulator, msgid: str) -> dict[str, Any]:
+    r = call(emu, "GET", f"/_emulator/messages/{msgid}", app=None)
+    assert r.status == 200, r.payload
+    return dict(r.payload)
+
+
+BODY: dict[str, Any] = {"aud_tag": ["vip"], "template_id": 7, "template_para": {"name": "Ann"}}
+
+
+def test_tag_send_by_the_seed_rules(tmp_path: Path, import_dir: Path):
+    emu = open_ums(tmp_path, import_dir)
+    body = {**BODY, "option": {"sendno": "s-1", "owner": "admin", "priority": 2},
+            "callback": {"url": "https://cb.example", "params": {"k": 1}}}  # fmt: skip
+    r = send(emu, body)
+    assert r.status == 200 and r.payload["code"] == 0 and r.payload["sendno"] == "s-1"
+    m = batches(emu, r.payload["msgid"])
+    got = {(b["channel"], b["type"], b["stage"]): b["ids"] for b in m["batches"]}
+    # sms1: u2 has vip bound to sms1, so sms1 does not fall back to the global vip (u1)
+    assert got == {("sms1", "sms", 1): ["138"], ("wx1", "wechatoa", 1): ["o1"]}
+    assert (m["owner"], m["priority"], m["callback"]) == ("admin", 2, body["callback"])
+    r = send(emu, {**BODY, "option": {"black_id": 9}})
+    got = {b["channel"]: b["ids"] for b in batches(emu, r.payload["msgid"])["batches"]}
+    assert got == {"wx1": ["o1"]}  # u2 black-listed: sms1 reaches nobody
+
+
+def test_broadcast(tmp_path: Path, import_dir: Path):
+    emu = open_ums(tmp_path, import_dir)
+    body = {k: v for k, v in BODY.items() if k != "aud_tag"}
+    r = send(emu, body, api="broadcast")
+    got = {b["channel"]: sorted(b["ids"]) for b in batches(emu, r.payload["msgid"])["batches"]}
+    assert got == {"sms1": ["137", "138", "139"], "wx1": ["o1"]}
+
+
+def ums_code(r: Any) -> int:
+    assert set(r.payload) == {"code", "message"}
+    return int(r.payload["code"])
+
+
+def test_refusals_in_the_ums_shape(tmp_path: Path, import_dir: Path):
+    emu = open_ums(tmp_path, import_dir)
+    assert ums_code(r := send(emu, {**BODY, "template_id": 8})) == 1015031 and r.status == 400
+    assert ums_code(r := send(emu, BODY, app=AppConfig(UMS.appkey, "x"))) == 1015020
+    assert r.status == 401
+    assert ums_code(send(emu, BODY, app=APP)) == 1015020  # a JPush key on a UMS API
+    assert error_code(call(emu, "GET", "/v3/push/cid", app=UMS)) == 1008  # and the other way
+    assert ums_code(call(emu, "GET", "/v1/template/sent", app=UMS)) == 1015021
+    assert ums_code(call(emu, "POST", "/v1/template/sent", raw=b"{", app=UMS)) == 1015002
+    assert ums_code(call(emu, "POST", "/v1/template/sent", raw=b" " * (2 << 20), app=UMS)) == (
+        1015022
+    )
+    assert ums_code(send(emu, {**BODY, "template_para": {}})) == 1015016
+    assert ums_code(send(emu, {**BODY, "aud_tag": ["a b"]})) == 1015004
+    assert emu.store.message_count() == 0
+
+
+def test_user_management_survives_a_restart(tmp_path: Path, import_dir: Path):
+    emu = open_ums(tmp_path, import_dir)
+    user = {"userid": "u9", "tags": {"all": ["vip"]}, "bindings": {"wx1": {"wechatoa": ["o9"]}}}
+    assert call(emu, "POST", "/v1/users", [user], app=UMS).payload == {"code": 0, "uploaded": 1}
+    assert call(emu, "DELETE", "/v1/users/u1", app=UMS).payload == {"code": 0}
+    bad = {"userid": "u8", "bindings": {"all": {"fax": ["1"]}}}
+    assert ums_code(call(emu, "POST", "/v1/users", bad, app=UMS)) == 1015018
+    assert ums_code(call(emu, "GET", "/v1/users/u8", app=UMS)) == 1015018
+    assert call(emu, "GET", "/v1/users/u9", app=UMS).payload["data"]["userid"] == "u9"
+
+    def reached(e: Emulator) -> dict[str, list[str]]:
+        r = send(e, BODY)
+        return {b["channel"]: b["ids"] for b in batches(e, r.payload["msgid"])["batches"]}
+
+    want = reached(emu)
+    assert want == {"sms1": ["138"], "wx1": ["o9"]}
+    emu.store.close()
+    assert reached(open_ums(tmp_path, import_dir)) == want
+
+
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "aud_tag": st.lists(st.sampled_from(["vip", "new", "a b", ""]), max_size=3)
+            | json_values,
+            "aud_userid": st.lists(st.sampled_from(["u1", "u9", "用户"]), max_size=3) | json_values,
+            "aud_sms": st.just([{"data": ["139"]}]) | json_values,
+            "template_id": st.sampled_from([7, 8, "7", None]),
+            "template_para": st.sampled_from([{"name": "A"}, {}, []]) | json_values,
+            "option": st.sampled_from([{"black_id": 9}, {"white_id": 1}, {"priority": 5}])
+            | json_values,
+            "rule_id": json_values,
+        },
+    )
+    | json_values,
+    api=st.sampled_from(["sent", "broadcast"]),
+)
+def test_fuzzed_sends_answer_in_the_ums_shape(ums_emu: Emulator, body: object, api: str) -> None:
+    before = ums_emu.store.message_count()
+    r = send(ums_emu, body, api=api)  # type: ignore[arg-type]
+    assert r.status in (200, 400)
+    if r.status == 400:
+        assert ums_code(r) != 1000 and ums_emu.store.message_count() == before
+
+
+@pytest.fixture(scope="module")
+def ums_emu(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
+    root = tmp_path_factory.mktemp("ums")
+    d = root / "import"
+    d.mkdir()
+    write(d / "channels.jsonl", [{"channel_key": "sms1", "type": "sms"}])
+    write(d / "users.jsonl", [{"userid": "u1", "tags": {"all": ["vip"]},
+                               "bindings": {"all": {"sms": ["139"]}}}])  # fmt: skip
+    write(d / "lists.jsonl", [{"list_id": 9, "userids": ["u1"]}])
+    write(d / "templates.jsonl", [{"template_id": 7, "channels": ["sms1"],
+                                   "content": {"sms1": "Hi {{name}}"}}])  # fmt: skip
+    return open_ums(root, d)
