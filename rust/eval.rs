@@ -152,6 +152,39 @@ fn start(op: Operand<'_>) -> Acc<'_> {
         Operand::One(b) => Acc::Borrowed(b),
         Operand::AnyOf(v) | Operand::Disjoint(v) => Acc::Owned(union(&v)),
         Operand::Owned(b) => Acc::Owned(b),
+        Operand::Ids(v) if v.len() as u64 <= small() => Acc::Ids(v),
+        Operand::Ids(v) => Acc::Owned(Bitmap::of(&v)),
+    }
+}
+
+/// The ids of sorted, duplicate-free `a` that are in sorted `b` (`a` reused for the result).
+/// Why a merge: two id lists (aliases and registration IDs) meet here before any bitmap is
+/// probed, so that only the ids in both are tested against the tag bitmaps.
+fn intersect_sorted(mut a: Vec<u32>, b: &[u32]) -> Vec<u32> {
+    let mut j = 0;
+    a.retain(|&x| {
+        while j < b.len() && b[j] < x {
+            j += 1;
+        }
+        j < b.len() && b[j] == x
+    });
+    a
+}
+
+/// `acc ∩ ids` for a sorted id list: merged with an id list, probed into a bitmap when the
+/// list is small, else intersected as a bitmap.
+fn and_ids<'r>(acc: Acc<'r>, ids: Vec<u32>) -> Acc<'r> {
+    match acc {
+        Acc::Ids(a) => Acc::Ids(intersect_sorted(a, &ids)),
+        Acc::Borrowed(b) if ids.len() as u64 <= small() => {
+            let mut p = Probe::new(b);
+            Acc::retain(ids, |&d| p.contains(d))
+        }
+        Acc::Owned(b) if ids.len() as u64 <= small() => {
+            let mut p = Probe::new(&b);
+            Acc::retain(ids, |&d| p.contains(d))
+        }
+        other => other.and(&Bitmap::of(&ids)),
     }
 }
 
@@ -191,6 +224,7 @@ fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
     match op {
         Operand::One(b) => acc.and(b),
         Operand::Owned(b) => acc.and(&b),
+        Operand::Ids(v) => and_ids(acc, v),
         Operand::AnyOf(v) | Operand::Disjoint(v) => and_any(acc, &v, size),
     }
 }
@@ -307,7 +341,8 @@ pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
 /// bitmaps (a broadcast with a platform filter), and no final intersection otherwise.
 pub fn count(expr: Expr<'_>) -> u64 {
     if expr.negative.is_empty() && expr.positive.len() == 1 {
-        if let Operand::One(_) | Operand::Disjoint(_) | Operand::Owned(_) = expr.positive[0].operand
+        if let Operand::One(_) | Operand::Disjoint(_) | Operand::Owned(_) | Operand::Ids(_) =
+            expr.positive[0].operand
         {
             return expr.positive[0].operand.estimate();
         }
@@ -342,6 +377,7 @@ pub fn naive(expr: Expr<'_>) -> Bitmap {
             }
             Operand::AnyOf(v) | Operand::Disjoint(v) => union(&v),
             Operand::Owned(b) => b,
+            Operand::Ids(v) => Bitmap::of(&v),
         };
         match acc.as_mut() {
             Some(a) => a.and_inplace(&b),

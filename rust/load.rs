@@ -276,11 +276,11 @@ impl Registry {
     pub fn apply_columns(&mut self, cols: &Columns) -> Result<usize> {
         let n = cols.rid.len();
         let bytes: usize = cols.rid.iter().map(|r| r.len()).sum();
-        if !self.devices.fits(bytes) {
+        if !self.fits(n, bytes) {
             return Err(Error::invalid("registry is full"));
         }
         let first_new = self.devices.len() as u32;
-        self.devices.reserve(n, bytes);
+        self.devices.reserve(n);
         let mut acc = Pending::new(self.tag_bitmaps.len());
         let hashes: Vec<u64> = cols.rid.par_iter().map(|r| self.devices.hash(r)).collect();
         // Registration IDs and aliases are interned into separate tables: one core each.
@@ -312,7 +312,6 @@ impl Registry {
                 },
             )
         };
-        self.device_alias.resize(self.devices.len(), NONE);
         self.alias_next.resize(self.devices.len(), NONE);
         for (i, (&rid, &(d, new))) in cols.rid.iter().zip(&interned).enumerate() {
             let tags = &cols.tag_ids[cols.tag_indptr[i]..cols.tag_indptr[i + 1]];

@@ -5,7 +5,7 @@
 
 use crate::error::Error;
 use crate::eval::{self, Step};
-use crate::expr::{self, AudienceSpec};
+use crate::expr::{self, Audience, AudienceSpec, Refusal};
 use crate::load::Arrays;
 use crate::registry::{Platform, Registry, Vendor};
 use crate::{route, snapshot};
@@ -14,7 +14,7 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use parking_lot::RwLock;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +52,62 @@ impl<T> OrRaise<T> for Result<T, Error> {
     }
 }
 
+/// The order in which the audience types are read.
+const TYPES: [&str; 7] = [
+    "tag",
+    "tag_and",
+    "tag_not",
+    "alias",
+    "registration_id",
+    "segment",
+    "abtest",
+];
+
+/// The string objects of a validated audience, held for one call so that its strings can be
+/// borrowed (no copy, no allocation per string) while the GIL is released.
+struct Held<'py> {
+    all: bool,
+    lists: Vec<Vec<Bound<'py, PyString>>>,
+}
+
+impl<'py> Held<'py> {
+    fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let lists = TYPES
+            .iter()
+            .map(|name| {
+                obj.getattr(*name)?
+                    .try_iter()?
+                    .map(|item| Ok(item?.cast_into::<PyString>()?))
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Held {
+            all: obj.getattr("all")?.extract()?,
+            lists,
+        })
+    }
+
+    /// The audience with strings borrowed from the held objects.
+    fn view(&self) -> PyResult<Audience<&str>> {
+        let mut v = self.lists.iter().map(|l| {
+            l.iter()
+                .map(|s| s.to_str())
+                .collect::<PyResult<Vec<&str>>>()
+        });
+        let mut next = || v.next().expect("seven types");
+        Ok(Audience {
+            all: self.all,
+            tag: next()?,
+            tag_and: next()?,
+            tag_not: next()?,
+            alias: next()?,
+            registration_id: next()?,
+            segment: next()?,
+            abtest: next()?,
+        })
+    }
+}
+
 /// Read a validated audience (`reach.jpush.Audience` or anything with its attributes).
 fn audience(obj: &Bound<'_, PyAny>) -> PyResult<AudienceSpec> {
     let list = |name: &str| -> PyResult<Vec<String>> { obj.getattr(name)?.extract() };
@@ -78,26 +134,18 @@ fn platforms(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Option<Vec<
         .or_raise(py)
 }
 
-/// A request's audience and platform filter, read from Python.
-type Request = (AudienceSpec, Option<Vec<Platform>>);
-
-fn request(
-    py: Python<'_>,
-    audience: &Bound<'_, PyAny>,
-    platforms: Option<Vec<String>>,
-) -> PyResult<Request> {
-    Ok((self::audience(audience)?, self::platforms(py, platforms)?))
-}
-
-/// Compile `req` against the registry and hand the expression to `f`, under the read lock
-/// with the GIL released.
+/// Compile `audience` (a validated audience object) with the platform filter against the
+/// registry and hand the expression to `f`, under the read lock with the GIL released.
 fn with_expr<T: Send>(
     py: Python<'_>,
     reg: &Shared,
-    req: &Request,
+    audience: &Bound<'_, PyAny>,
+    platforms: Option<&[Platform]>,
     f: impl for<'r> FnOnce(expr::Expr<'r>) -> T + Send,
 ) -> PyResult<T> {
-    py.detach(|| expr::compile(&reg.read(), &req.0, req.1.as_deref()).map(f))
+    let held = Held::new(audience)?;
+    let view = held.view()?;
+    py.detach(|| expr::compile(&reg.read(), &view, platforms).map(f))
         .or_raise(py)
 }
 
@@ -363,12 +411,15 @@ impl PyRegistry {
         platforms: Option<Vec<String>>,
         apns_production: bool,
     ) -> PyResult<PyResolution> {
-        let req = request(py, audience, platforms)?;
-        let bitmap = with_expr(py, &self.inner, &req, |e| eval::evaluate(e, None))?;
+        let platforms = self::platforms(py, platforms)?;
+        let bitmap = with_expr(py, &self.inner, audience, platforms.as_deref(), |e| {
+            eval::evaluate(e, None)
+        })?;
         Ok(PyResolution {
             bitmap,
             registry: self.inner.clone(),
-            request: req,
+            audience: audience.clone().unbind(),
+            platforms,
             apns_production,
         })
     }
@@ -380,8 +431,8 @@ impl PyRegistry {
         audience: &Bound<'_, PyAny>,
         platforms: Option<Vec<String>>,
     ) -> PyResult<u64> {
-        let req = request(py, audience, platforms)?;
-        with_expr(py, &self.inner, &req, eval::count)
+        let platforms = self::platforms(py, platforms)?;
+        with_expr(py, &self.inner, audience, platforms.as_deref(), eval::count)
     }
 
     #[pyo3(signature = (audience, platforms=None))]
@@ -391,8 +442,10 @@ impl PyRegistry {
         audience: &Bound<'_, PyAny>,
         platforms: Option<Vec<String>>,
     ) -> PyResult<u64> {
-        let req = request(py, audience, platforms)?;
-        with_expr(py, &self.inner, &req, |e| eval::naive(e).cardinality())
+        let platforms = self::platforms(py, platforms)?;
+        with_expr(py, &self.inner, audience, platforms.as_deref(), |e| {
+            eval::naive(e).cardinality()
+        })
     }
 
     fn tag_members(&self, py: Python<'_>, tag: &str) -> Py<PyBytes> {
@@ -438,7 +491,10 @@ impl PyRegistry {
 pub struct PyResolution {
     bitmap: Bitmap,
     registry: Shared,
-    request: Request,
+    /// The validated audience object resolved (immutable: a `reach.jpush.Audience`), kept for
+    /// `explain` instead of a copy of its strings.
+    audience: Py<PyAny>,
+    platforms: Option<Vec<Platform>>,
     apns_production: bool,
 }
 
@@ -496,11 +552,18 @@ impl PyResolution {
     /// The plan with the size of every step. Re-evaluates the audience against the registry
     /// as it is now (it may have changed since the resolution was made).
     fn explain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let steps = with_expr(py, &self.registry, &self.request, |e| {
-            let mut steps: Vec<Step> = Vec::new();
-            eval::evaluate(e, Some(&mut steps));
-            steps
-        })?;
+        let audience = self.audience.bind(py);
+        let steps = with_expr(
+            py,
+            &self.registry,
+            audience,
+            self.platforms.as_deref(),
+            |e| {
+                let mut steps: Vec<Step> = Vec::new();
+                eval::evaluate(e, Some(&mut steps));
+                steps
+            },
+        )?;
         steps
             .into_iter()
             .map(|s| {
@@ -567,6 +630,53 @@ impl PyBatch {
     }
 }
 
+/// The first value of an audience array (a list or tuple) that breaks `rule` (`"name"` for
+/// tags and aliases, `"registration_id"`), as `(index, why)`: `"type"` (not a string),
+/// `"empty"`, `"chars"`, `"bytes"` or `"registration_id"`; None if every value passes.
+/// The Python edge words the messages; this is only the per-character work.
+#[pyfunction]
+fn check_audience_values(
+    values: &Bound<'_, PyAny>,
+    rule: &str,
+) -> PyResult<Option<(usize, &'static str)>> {
+    let check = match rule {
+        "name" => expr::check_name,
+        "registration_id" => expr::check_registration_id,
+        _ => return Err(PyValueError::new_err(format!("unknown rule {rule:?}"))),
+    };
+    let refused = match rule {
+        "name" => Refusal::Chars,
+        _ => Refusal::RegistrationId,
+    };
+    let one = |item: Bound<'_, PyAny>| -> Option<&'static str> {
+        let Ok(s) = item.cast_into::<PyString>() else {
+            return Some("type");
+        };
+        // A string that is not UTF-8 (a lone surrogate) has no allowed characters.
+        match s.to_str() {
+            Ok(text) => check(text).err().map(Refusal::name),
+            Err(_) => Some(refused.name()),
+        }
+    };
+    let first = if let Ok(list) = values.cast::<PyList>() {
+        list.iter()
+            .map(one)
+            .enumerate()
+            .find_map(|(i, r)| r.map(|r| (i, r)))
+    } else if let Ok(tuple) = values.cast::<PyTuple>() {
+        tuple
+            .iter()
+            .map(one)
+            .enumerate()
+            .find_map(|(i, r)| r.map(|r| (i, r)))
+    } else {
+        return Err(PyValueError::new_err(
+            "audience values must be a list or tuple",
+        ));
+    };
+    Ok(first)
+}
+
 /// Set the result size below which evaluation switches to id lists (tests drive both paths
 /// over small registries with it; it never changes a result).
 #[pyfunction]
@@ -578,6 +688,7 @@ fn _set_small_threshold(n: u64) {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SMALL_THRESHOLD_DEFAULT", eval::SMALL)?;
+    m.add("NAME_MAX_BYTES", expr::NAME_MAX_BYTES)?;
     let py = m.py();
     m.add(
         "PLATFORMS",
@@ -591,5 +702,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResolution>()?;
     m.add_class::<PyBatch>()?;
     m.add_function(wrap_pyfunction!(_set_small_threshold, m)?)?;
+    m.add_function(wrap_pyfunction!(check_audience_values, m)?)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "NAME_MAX_BYTES",
     "PLATFORMS",
     "SMALL_THRESHOLD_DEFAULT",
     "VENDORS",
@@ -15,6 +16,7 @@ __all__ = [
     "Resolution",
     "__version__",
     "_set_small_threshold",
+    "check_audience_values",
 ]
 __version__: str
 
@@ -24,6 +26,13 @@ VENDORS: tuple[str, ...]
 """Android vendor channels; code 0 is none (own long connection), code i+1 is VENDORS[i]."""
 
 SMALL_THRESHOLD_DEFAULT: int
+NAME_MAX_BYTES: int
+"""The longest tag or alias, in UTF-8 bytes."""
+
+def check_audience_values(values: Sequence[object], rule: str) -> tuple[int, str] | None:
+    """The first value of a list or tuple that breaks ``rule`` (``"name"``: tags and aliases;
+    ``"registration_id"``) as ``(index, why)``, ``why`` one of ``"type"``, ``"empty"``,
+    ``"chars"``, ``"bytes"``, ``"registration_id"``; None if every value passes."""
 
 def _set_small_threshold(n: int) -> None:
     """Set the result size below which evaluation uses id lists (tests only)."""
