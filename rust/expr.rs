@@ -113,6 +113,42 @@ impl Refusal {
     }
 }
 
+/// The rule of an audience array's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Tags and aliases (`check_name`).
+    Name,
+    /// Registration IDs (`check_registration_id`).
+    RegistrationId,
+}
+
+impl Rule {
+    /// The rule of a name: `"name"` or `"registration_id"`.
+    pub fn parse(s: &str) -> Option<Rule> {
+        match s {
+            "name" => Some(Rule::Name),
+            "registration_id" => Some(Rule::RegistrationId),
+            _ => None,
+        }
+    }
+
+    pub fn check(self, s: &str) -> std::result::Result<(), Refusal> {
+        match self {
+            Rule::Name => check_name(s),
+            Rule::RegistrationId => check_registration_id(s),
+        }
+    }
+
+    /// The refusal of a string that is not UTF-8 (a lone surrogate from JSON): none of its
+    /// characters can be allowed ones.
+    pub fn not_utf8(self) -> Refusal {
+        match self {
+            Rule::Name => Refusal::Chars,
+            Rule::RegistrationId => Refusal::RegistrationId,
+        }
+    }
+}
+
 /// Longest tag or alias, in UTF-8 bytes.
 pub const NAME_MAX_BYTES: usize = 40;
 /// Longest registration ID, in characters (all ASCII).

@@ -31,14 +31,16 @@ const SPILLED: u8 = (MAX_PACKED - MIN_PACKED + 1) as u8;
 
 type Slot = [u8; SLOT];
 
-/// The nibble of a lowercase hex digit.
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// The nibble of each lowercase hex digit; `0xff` for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut c = 0;
+    while c < 16 {
+        t[b"0123456789abcdef"[c] as usize] = c as u8;
+        c += 1;
     }
-}
+    t
+};
 
 /// The packed slot of `s`, if it is a lowercase hex string of a packable length.
 pub fn pack(s: &str) -> Option<Slot> {
@@ -46,14 +48,25 @@ pub fn pack(s: &str) -> Option<Slot> {
     if !(MIN_PACKED..=MAX_PACKED).contains(&b.len()) {
         return None;
     }
-    let mut slot = [0u8; SLOT];
-    slot[0] = ((b.len() - MIN_PACKED) as u8) << 4;
-    for (i, &c) in b.iter().enumerate() {
-        // Nibble 0 is the length; character i is nibble i + 1.
-        let n = i + 1;
-        slot[n / 2] |= nibble(c)? << (if n % 2 == 0 { 4 } else { 0 });
+    // The nibbles, most significant first: the length code, then one per character; no
+    // branch per character (a table look-up and an OR collecting any invalid byte).
+    let mut acc = (b.len() - MIN_PACKED) as u128;
+    let mut bad = 0u8;
+    for &c in b {
+        let v = NIBBLE[c as usize];
+        bad |= v;
+        acc = (acc << 4) | (v & 0xf) as u128;
     }
-    Some(slot)
+    if bad & 0xf0 != 0 {
+        return None;
+    }
+    // Left-align the 1 + len nibbles in the slot's 2 * SLOT nibbles (zeros after).
+    acc <<= 4 * (2 * SLOT - 1 - b.len());
+    Some(
+        acc.to_be_bytes()[16 - SLOT..]
+            .try_into()
+            .expect("SLOT bytes"),
+    )
 }
 
 fn spilled_slot(index: u32) -> Slot {

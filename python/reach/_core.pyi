@@ -16,7 +16,7 @@ __all__ = [
     "Resolution",
     "__version__",
     "_set_small_threshold",
-    "check_audience_values",
+    "audience_values",
 ]
 __version__: str
 
@@ -29,10 +29,11 @@ SMALL_THRESHOLD_DEFAULT: int
 NAME_MAX_BYTES: int
 """The longest tag or alias, in UTF-8 bytes."""
 
-def check_audience_values(values: Sequence[object], rule: str) -> tuple[int, str] | None:
-    """The first value of a list or tuple that breaks ``rule`` (``"name"``: tags and aliases;
-    ``"registration_id"``) as ``(index, why)``, ``why`` one of ``"type"``, ``"empty"``,
-    ``"chars"``, ``"bytes"``, ``"registration_id"``; None if every value passes."""
+def audience_values(values: Sequence[object], rule: str) -> tuple[str, ...]:
+    """The distinct values of a list or tuple, first-seen order, each checked against ``rule``
+    (``"name"``: tags and aliases; ``"registration_id"``). The first value that breaks it raises
+    ``ValueError(index, why)``, ``why`` one of ``"type"``, ``"empty"``, ``"chars"``, ``"bytes"``,
+    ``"registration_id"``."""
 
 def _set_small_threshold(n: int) -> None:
     """Set the result size below which evaluation uses id lists (tests only)."""

@@ -68,7 +68,7 @@ _INT64_MAX: Final = 2**63 - 1
 
 _NAME_MAX_BYTES: Final = _core.NAME_MAX_BYTES  # tag and alias, UTF-8 bytes
 # The characters of tags and aliases and of registration IDs are checked in the core
-# (`check_audience_values`, one pass over a whole array, ~10 ns a value); its rules: letters are
+# (`audience_values`, one pass over a whole array, ~10 ns a value); its rules: letters are
 # ASCII only; "kanji" is read as the CJK ideograph blocks (URO, Ext. A, compatibility
 # ideographs, Ext. B). The seed's special characters are @!#$&*+=.| (its trailing "$." repeats $).
 _BADGE_RE: Final = re.compile(r"[+-]?[0-9]{1,10}")  # "+1", "-1", "5"; [0-9], not \d (Unicode)
@@ -603,14 +603,15 @@ def _audience_values(value: object, name: str) -> tuple[str, ...]:
     if len(value) > limit:
         raise PushError(1003, f"{where} has {len(value)} values; at most {limit} are allowed")
     if rule in ("name", "registration_id"):
-        found = _core.check_audience_values(value, rule)
-    else:
-        found = next(
-            ((i, why) for i, item in enumerate(value) if (why := _id_refusal(item, rule))), None
-        )
-    if found is not None:
-        i, why = found
-        raise PushError(1003, _refusal(f"{where}[{i}]", value[i], why))
+        try:
+            return _core.audience_values(value, rule)
+        except ValueError as refused:
+            i, why = refused.args
+            raise PushError(1003, _refusal(f"{where}[{i}]", value[i], why)) from None
+    for i, item in enumerate(value):
+        why = _id_refusal(item, rule)
+        if why is not None:
+            raise PushError(1003, _refusal(f"{where}[{i}]", item, why))
     return tuple(dict.fromkeys(value))
 
 
