@@ -10,6 +10,7 @@
 //! nanoseconds per id instead of an allocation and a merge per container.
 
 use crate::expr::{Expr, Operand, Term};
+use crate::probe::{retain_in_any, retain_members};
 use croaring::Bitmap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,33 +40,6 @@ pub fn set_small_threshold(n: u64) {
 
 fn small() -> u64 {
     SMALL_THRESHOLD.load(Ordering::Relaxed)
-}
-
-/// Membership tests of ascending ids against one bitmap. CRoaring's bulk context remembers
-/// the last container, so consecutive ids of one container skip the container search.
-struct Probe<'b> {
-    bitmap: &'b Bitmap,
-    ctx: croaring_sys::roaring_bulk_context_t,
-}
-
-impl<'b> Probe<'b> {
-    fn new(bitmap: &'b Bitmap) -> Self {
-        // SAFETY: a zeroed context is the documented initial state.
-        Probe {
-            bitmap,
-            ctx: unsafe { std::mem::zeroed() },
-        }
-    }
-
-    fn contains(&mut self, id: u32) -> bool {
-        // SAFETY: `Bitmap` is `repr(transparent)` over `roaring_bitmap_t` (croaring documents
-        // this to allow views), and the bitmap is borrowed, so not modified, for the probe's
-        // life, which the context requires.
-        unsafe {
-            let raw = self.bitmap as *const Bitmap as *const croaring_sys::roaring_bitmap_t;
-            croaring_sys::roaring_bitmap_contains_bulk(raw, &mut self.ctx, id)
-        }
-    }
 }
 
 /// The running result: borrowed from the registry until an operation makes a new bitmap, so
@@ -102,12 +76,6 @@ impl<'r> Acc<'r> {
         }
     }
 
-    /// Keep the ids for which `keep` holds (id lists only).
-    fn retain(mut ids: Vec<u32>, keep: impl FnMut(&u32) -> bool) -> Acc<'r> {
-        ids.retain(keep);
-        Acc::Ids(ids)
-    }
-
     fn and(self, other: &Bitmap) -> Acc<'r> {
         match self {
             Acc::Borrowed(b) => Acc::Owned(b.and(other)),
@@ -115,9 +83,9 @@ impl<'r> Acc<'r> {
                 b.and_inplace(other);
                 Acc::Owned(b)
             }
-            Acc::Ids(v) => {
-                let mut p = Probe::new(other);
-                Self::retain(v, |&d| p.contains(d))
+            Acc::Ids(mut v) => {
+                retain_members(&mut v, other, true);
+                Acc::Ids(v)
             }
         }
         .compact()
@@ -130,9 +98,9 @@ impl<'r> Acc<'r> {
                 b.andnot_inplace(other);
                 Acc::Owned(b)
             }
-            Acc::Ids(v) => {
-                let mut p = Probe::new(other);
-                Self::retain(v, |&d| !p.contains(d))
+            Acc::Ids(mut v) => {
+                retain_members(&mut v, other, false);
+                Acc::Ids(v)
             }
         }
         .compact()
@@ -171,19 +139,19 @@ fn intersect_sorted(mut a: Vec<u32>, b: &[u32]) -> Vec<u32> {
     a
 }
 
+/// The ids of ascending `ids` that `b` holds.
+fn members(mut ids: Vec<u32>, b: &Bitmap) -> Vec<u32> {
+    retain_members(&mut ids, b, true);
+    ids
+}
+
 /// `acc ∩ ids` for a sorted id list: merged with an id list, probed into a bitmap when the
 /// list is small, else intersected as a bitmap.
 fn and_ids<'r>(acc: Acc<'r>, ids: Vec<u32>) -> Acc<'r> {
     match acc {
         Acc::Ids(a) => Acc::Ids(intersect_sorted(a, &ids)),
-        Acc::Borrowed(b) if ids.len() as u64 <= small() => {
-            let mut p = Probe::new(b);
-            Acc::retain(ids, |&d| p.contains(d))
-        }
-        Acc::Owned(b) if ids.len() as u64 <= small() => {
-            let mut p = Probe::new(&b);
-            Acc::retain(ids, |&d| p.contains(d))
-        }
+        Acc::Borrowed(b) if ids.len() as u64 <= small() => Acc::Ids(members(ids, b)),
+        Acc::Owned(b) if ids.len() as u64 <= small() => Acc::Ids(members(ids, &b)),
         other => other.and(&Bitmap::of(&ids)),
     }
 }
@@ -197,9 +165,9 @@ fn and_any<'r>(acc: Acc<'r>, bms: &[&Bitmap], union_size: u64) -> Acc<'r> {
     let mut bms = bms.to_vec();
     // Largest first: most ids are found, and stop being tested, early.
     bms.sort_by_cached_key(|b| std::cmp::Reverse(b.cardinality()));
-    if let Acc::Ids(v) = acc {
-        let mut probes: Vec<Probe> = bms.into_iter().map(Probe::new).collect();
-        return Acc::retain(v, |&d| probes.iter_mut().any(|p| p.contains(d)));
+    if let Acc::Ids(mut v) = acc {
+        retain_in_any(&mut v, &bms);
+        return Acc::Ids(v);
     }
     let n = acc.len();
     if n.saturating_mul(bms.len() as u64) > union_size {
@@ -307,24 +275,14 @@ enum Filter<'a> {
 impl Filter<'_> {
     /// The ids that pass, and how many membership probes that took.
     fn run(&self, mut ids: Vec<u32>) -> (Vec<u32>, usize) {
-        let mut probes = 0;
-        match self {
+        let probes = match self {
             Filter::And(b) | Filter::AndNot(b) => {
-                let want = matches!(self, Filter::And(_));
-                let mut p = Probe::new(b);
-                probes = ids.len();
-                ids.retain(|&d| p.contains(d) == want);
+                let n = ids.len();
+                retain_members(&mut ids, b, matches!(self, Filter::And(_)));
+                n
             }
-            Filter::AndAny(bms) => {
-                let mut ps: Vec<Probe> = bms.iter().map(|b| Probe::new(b)).collect();
-                ids.retain(|&d| {
-                    ps.iter_mut().any(|p| {
-                        probes += 1;
-                        p.contains(d)
-                    })
-                });
-            }
-        }
+            Filter::AndAny(bms) => retain_in_any(&mut ids, bms),
+        };
         (ids, probes)
     }
 }

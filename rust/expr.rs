@@ -154,14 +154,36 @@ pub const NAME_MAX_BYTES: usize = 40;
 /// Longest registration ID, in characters (all ASCII).
 pub const REGISTRATION_ID_MAX: usize = 64;
 
+/// A byte table: `true` for ASCII letters and digits and for the bytes of `extra`.
+const fn ascii_table(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// The ASCII bytes allowed in a tag or alias, and in a registration ID.
+const NAME_ASCII: [bool; 256] = ascii_table(b"_@!#$&*+=.|");
+const RID_ASCII: [bool; 256] = ascii_table(b"");
+
+/// Whether every byte of `s` is allowed by `table`: a table look-up per byte and no branch
+/// (hex-like IDs mix digits and letters at random, which defeats branch prediction).
+fn all_in(table: &[bool; 256], s: &str) -> bool {
+    s.bytes().fold(true, |ok, b| ok & table[b as usize])
+}
+
 /// Whether `c` may appear in a tag or alias. "Kanji" is read as the CJK ideograph blocks:
 /// URO, Extension A, compatibility ideographs, Extension B.
 fn name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            '_' | '@' | '!' | '#' | '$' | '&' | '*' | '+' | '=' | '.' | '|'
-        )
+    (c.is_ascii() && NAME_ASCII[c as usize])
         || matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}')
         || matches!(c, '\u{20000}'..='\u{2A6DF}')
 }
@@ -171,7 +193,12 @@ pub fn check_name(s: &str) -> std::result::Result<(), Refusal> {
     if s.is_empty() {
         return Err(Refusal::Empty);
     }
-    if !s.chars().all(name_char) {
+    let allowed = if s.is_ascii() {
+        all_in(&NAME_ASCII, s)
+    } else {
+        s.chars().all(name_char)
+    };
+    if !allowed {
         return Err(Refusal::Chars);
     }
     if s.len() > NAME_MAX_BYTES {
@@ -185,7 +212,7 @@ pub fn check_registration_id(s: &str) -> std::result::Result<(), Refusal> {
     if s.is_empty() {
         return Err(Refusal::Empty);
     }
-    if s.len() > REGISTRATION_ID_MAX || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if s.len() > REGISTRATION_ID_MAX || !all_in(&RID_ASCII, s) {
         return Err(Refusal::RegistrationId);
     }
     Ok(())
@@ -298,9 +325,8 @@ pub fn compile<'r, S: AsRef<str>>(
     }
     if !spec.registration_id.is_empty() {
         let keys: Vec<&str> = spec.registration_id.iter().map(AsRef::as_ref).collect();
-        let ids = reg.devices_live(&keys);
         let label = format!("registration_id {}", list(&spec.registration_id));
-        positive.push(term(label, Operand::Ids(sorted(ids))));
+        positive.push(term(label, Operand::Ids(reg.devices_live(&keys))));
     }
     for s in &spec.segment {
         let s = s.as_ref();

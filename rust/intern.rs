@@ -7,7 +7,7 @@
 //! - the hash index (`IdIndex`) stores only ids; hashes are recomputed from the arena when it
 //!   grows.
 
-use crate::index::{prefetch, IdIndex};
+use crate::index::{advise_huge, prefetch, IdIndex};
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
@@ -184,6 +184,16 @@ impl Interner {
             index.insert_unique(h, id, rehash);
         }
         Ok(out)
+    }
+
+    /// Back the big tables with 2 MiB pages (`index::advise_huge`), and give back the unused
+    /// capacity of the arena and offsets (bulk loads grow them by doubling).
+    pub fn settle(&mut self) {
+        self.arena.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        advise_huge(&self.arena);
+        advise_huge(&self.ends);
+        self.index.advise_huge();
     }
 
     /// Heap bytes used (arena, offsets, hash index).

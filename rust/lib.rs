@@ -11,6 +11,7 @@ pub mod expr;
 pub mod index;
 pub mod intern;
 pub mod load;
+pub mod probe;
 pub mod registry;
 pub mod rid;
 pub mod route;

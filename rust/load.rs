@@ -351,6 +351,7 @@ impl Registry {
             }
         }
         acc.flush(self);
+        self.settle();
         Ok(n)
     }
 }

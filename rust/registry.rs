@@ -15,8 +15,9 @@
 
 use crate::error::{Error, Result};
 use crate::expr::AudienceSpec;
-use crate::index::prefetch;
+use crate::index::{advise_huge, prefetch};
 use crate::intern::Interner;
+use crate::probe::retain_members;
 use crate::rid::{Rid, RidStore};
 use croaring::Bitmap;
 use std::collections::HashMap;
@@ -257,30 +258,15 @@ impl Registry {
 
     /// The live devices of an alias, ascending.
     pub fn alias_devices(&self, alias: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        if let Some(a) = self.aliases.lookup(alias) {
-            self.push_alias_devices(a, &mut out);
-        }
+        let mut out = self.aliases_devices(&[alias]);
         out.sort_unstable();
         out
     }
 
-    pub(crate) fn push_alias_devices(&self, a: u32, out: &mut Vec<u32>) {
-        let mut d = self.alias_head[a as usize];
-        if d == NONE {
-            return;
-        }
-        loop {
-            out.push(d);
-            d = self.alias_next[d as usize];
-            if d & END != 0 {
-                return;
-            }
-        }
-    }
-
     /// The devices of many aliases (unknown ones have none), unsorted. The look-ups are
-    /// batched (`Interner::lookup_many`) and the chain heads fetched before they are walked.
+    /// batched (`Interner::lookup_many`) and the chains walked one link of every chain at a
+    /// time, each link fetched for all chains before any is read (every link is a cache miss
+    /// in a per-device column).
     pub(crate) fn aliases_devices(&self, aliases: &[&str]) -> Vec<u32> {
         let found: Vec<u32> = self
             .aliases
@@ -291,15 +277,27 @@ impl Registry {
         for &a in &found {
             prefetch(&self.alias_head[a as usize]);
         }
+        let mut frontier: Vec<u32> = found
+            .iter()
+            .map(|&a| self.alias_head[a as usize])
+            .filter(|&d| d != NONE)
+            .collect();
         let mut out = Vec::with_capacity(found.len() * 2);
-        for a in found {
-            self.push_alias_devices(a, &mut out);
+        while !frontier.is_empty() {
+            for &d in &frontier {
+                prefetch(&self.alias_next[d as usize]);
+            }
+            out.extend_from_slice(&frontier);
+            frontier.retain_mut(|d| {
+                *d = self.alias_next[*d as usize];
+                *d & END == 0
+            });
         }
         out
     }
 
     /// The live devices of many registration IDs (unknown or deleted ones are left out),
-    /// unsorted; the look-ups are batched (`RidStore::lookup_many`).
+    /// ascending and distinct; the look-ups are batched (`RidStore::lookup_many`).
     pub(crate) fn devices_live(&self, registration_ids: &[&str]) -> Vec<u32> {
         let mut ids: Vec<u32> = self
             .devices
@@ -307,7 +305,9 @@ impl Registry {
             .into_iter()
             .flatten()
             .collect();
-        ids.retain(|&d| self.live.contains(d));
+        ids.sort_unstable();
+        ids.dedup();
+        retain_members(&mut ids, &self.live, true);
         ids
     }
 
@@ -360,6 +360,17 @@ impl Registry {
         self.devices.fits(bytes)
             && self.devices.len() + n < END as usize
             && self.aliases.len() + n < (END - 1) as usize
+    }
+
+    /// After a bulk load or a snapshot load: trim the per-device and per-alias tables to size
+    /// and back them with 2 MiB pages (`index::advise_huge`).
+    pub(crate) fn settle(&mut self) {
+        self.devices.settle();
+        self.aliases.settle();
+        self.alias_head.shrink_to_fit();
+        self.alias_next.shrink_to_fit();
+        advise_huge(&self.alias_head);
+        advise_huge(&self.alias_next);
     }
 
     /// Intern a registration ID, growing the per-device columns for a new id.

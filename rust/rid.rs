@@ -15,7 +15,7 @@
 //!   string is spilled exactly when `pack` refuses it, so every ID has one representation;
 //! - the index hashes the packed slot of a packed ID and the UTF-8 bytes of a spilled one.
 
-use crate::index::{prefetch, IdIndex};
+use crate::index::{advise_huge, prefetch, IdIndex};
 use crate::intern::MAX_ARENA;
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
@@ -350,6 +350,13 @@ impl RidStore {
             index.insert_unique(h, id, rehash);
         }
         Ok(out)
+    }
+
+    /// Back the slots and the index with 2 MiB pages (`index::advise_huge`).
+    pub fn settle(&mut self) {
+        self.slots.shrink_to_fit();
+        advise_huge(&self.slots);
+        self.index.advise_huge();
     }
 
     /// Heap bytes used (slots, spill arena and offsets, hash index).

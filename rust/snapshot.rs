@@ -335,6 +335,7 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     if !r.0.is_empty() {
         return Err(bad("trailing data"));
     }
+    reg.settle();
     Ok(reg)
 }
 
