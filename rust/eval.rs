@@ -6,9 +6,8 @@
 //! probed against each of the union's bitmaps instead, so a request with 1000 aliases touches
 //! only the containers those devices fall in, not the millions of members of its tags.
 //! Once the running set is down to a few thousand devices (`SMALL`), it is kept as a sorted
-//! id list and every further operand is applied by membership tests (`probe`, batched per
-//! bitmap), which cost a few nanoseconds per id instead of an allocation and a merge per
-//! container. When the smallest operand is already that small (a push to aliases or
+//! id list and every further operand is applied by membership tests (`probe`), which cost a
+//! few nanoseconds per id instead of an allocation and a merge per container. When the smallest operand is already that small (a push to aliases or
 //! registration IDs), the whole plan is such a list (`filter_ids`): the request's own id lists
 //! are merged first, and the bitmap filters are ordered by how many ids they drop on a sample.
 
