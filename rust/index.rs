@@ -178,6 +178,32 @@ impl IdIndex {
         self.put_many(&hashes, &ids);
     }
 
+    /// Index ids `0..hashes.len()` into an empty table (room reserved), refusing a repeated
+    /// key: `same(a, b)` says whether ids `a` and `b` hold the same key; the error is the first
+    /// id whose key an earlier id holds. Slots are prefetched a few ids ahead (snapshot loads).
+    pub fn index_all(
+        &mut self,
+        hashes: &[u64],
+        same: impl Fn(u32, u32) -> bool,
+    ) -> Result<(), u32> {
+        const AHEAD: usize = 16;
+        assert!(
+            self.len == 0 && hashes.len() <= self.max_entries(),
+            "reserve first"
+        );
+        for (id, &h) in hashes.iter().enumerate() {
+            if let Some(&next) = hashes.get(id + AHEAD) {
+                self.prefetch(next);
+            }
+            let id = id as u32;
+            if self.find(h, |other| same(other, id)).is_some() {
+                return Err(id);
+            }
+            self.put(h, id);
+        }
+        Ok(())
+    }
+
     /// Index many ids at once (none indexed yet, room reserved), prefetching a few ahead.
     pub fn put_many(&mut self, hashes: &[u64], ids: &[u32]) {
         const AHEAD: usize = 16;

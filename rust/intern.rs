@@ -9,6 +9,7 @@
 
 use crate::index::{advise_huge, prefetch, IdIndex};
 use hashbrown::DefaultHashBuilder;
+use rayon::prelude::*;
 use std::hash::BuildHasher;
 
 /// Maximum total bytes of interned strings (ends are `u32`).
@@ -101,6 +102,12 @@ impl Interner {
         self.hasher.hash_one(s.as_bytes())
     }
 
+    /// Start fetching what interning a string of hash `h` will read first (bulk loads call it
+    /// a few strings ahead).
+    pub fn prefetch(&self, h: u64) {
+        self.index.prefetch(h);
+    }
+
     /// `intern` with `h == self.hash(s)` already computed.
     pub fn intern_hashed(&mut self, h: u64, s: &str) -> (u32, bool) {
         debug_assert_eq!(h, self.hash(s));
@@ -173,15 +180,14 @@ impl Interner {
             ..Self::default()
         };
         out.index.reserve(n, |_| 0);
-        let hashes: Vec<u64> = (0..n as u32).map(|id| out.hash(out.get(id))).collect();
-        for id in 0..n as u32 {
-            let s = out.get(id);
-            let h = hashes[id as usize];
-            if out.lookup_hashed(h, s).is_some() {
-                return Err(format!("string {s:?} interned twice"));
-            }
-            let (index, rehash) = out.index_mut();
-            index.insert_unique(h, id, rehash);
+        let hashes: Vec<u64> = (0..n as u32)
+            .into_par_iter()
+            .map(|id| out.hash(out.get(id)))
+            .collect();
+        let (arena, ends) = (&out.arena, &out.ends);
+        let same = |a: u32, b: u32| span(arena, ends, a) == span(arena, ends, b);
+        if let Err(id) = out.index.index_all(&hashes, same) {
+            return Err(format!("string {:?} interned twice", out.get(id)));
         }
         Ok(out)
     }

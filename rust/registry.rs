@@ -311,6 +311,33 @@ impl Registry {
         ids
     }
 
+    /// Per device: its alias id, or `NONE` (the chains inverted, for snapshots). The chains
+    /// are walked a batch of aliases at a time, a link of every chain of the batch at once, so
+    /// that the random reads of different chains overlap.
+    pub(crate) fn alias_column(&self) -> Vec<u32> {
+        const BATCH: usize = 4096;
+        let mut col = vec![NONE; self.alias_next.len()];
+        for start in (0..self.alias_head.len()).step_by(BATCH) {
+            let end = (start + BATCH).min(self.alias_head.len());
+            let mut frontier: Vec<(u32, u32)> = (start..end)
+                .map(|a| (self.alias_head[a], a as u32))
+                .filter(|&(d, _)| d != NONE)
+                .collect();
+            while !frontier.is_empty() {
+                for &(d, _) in &frontier {
+                    prefetch(&self.alias_next[d as usize]);
+                    prefetch(&col[d as usize]);
+                }
+                frontier.retain_mut(|(d, a)| {
+                    col[*d as usize] = *a;
+                    *d = self.alias_next[*d as usize];
+                    *d & END == 0
+                });
+            }
+        }
+        col
+    }
+
     /// The alias id of device `d`, if it has one: the end of its chain.
     pub(crate) fn alias_of(&self, d: u32) -> Option<u32> {
         let mut x = self.alias_next[d as usize];
@@ -757,6 +784,21 @@ mod tests {
         r.set_alias("c", Some("u2")).unwrap();
         assert_eq!(r.alias_devices("u1"), vec![1]);
         assert_eq!(r.alias_devices("u2"), vec![2]);
+    }
+
+    #[test]
+    fn alias_column_inverts_the_chains() {
+        let mut r = reg();
+        r.upsert("c", Platform::Ios, None, &[], Some("u2"), None, false)
+            .unwrap();
+        r.upsert("d", Platform::Ios, None, &[], Some("u1"), None, false)
+            .unwrap();
+        r.set_alias("b", Some("u2")).unwrap();
+        let col = r.alias_column();
+        for d in 0..r.capacity() as u32 {
+            assert_eq!(col[d as usize], r.alias_of(d).unwrap_or(NONE));
+        }
+        assert_eq!(r.alias_devices("u2"), vec![1, 2]);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 use crate::index::{advise_huge, prefetch, IdIndex};
 use crate::intern::MAX_ARENA;
 use hashbrown::DefaultHashBuilder;
+use rayon::prelude::*;
 use std::hash::BuildHasher;
 use std::ops::Deref;
 
@@ -234,6 +235,12 @@ impl RidStore {
         self.key(s).1
     }
 
+    /// Start fetching what interning a string of hash `h` will read first (bulk loads call it
+    /// a few strings ahead).
+    pub fn prefetch(&self, h: u64) {
+        self.index.prefetch(h);
+    }
+
     /// The id of `s`, interning it if new; the flag says whether it was new.
     /// The caller checks `fits` first: a spill arena overflow panics.
     pub fn intern(&mut self, s: &str) -> (u32, bool) {
@@ -332,22 +339,17 @@ impl RidStore {
         out.index.reserve(n, |_| 0);
         let hashes: Vec<u64> = {
             let h = rehash(&out.slots, &out.spill, &out.spill_ends, &out.hasher);
-            (0..n as u32).map(h).collect()
+            (0..n as u32).into_par_iter().map(h).collect()
         };
-        for id in 0..n as u32 {
-            let h = hashes[id as usize];
-            let slot = &out.slots[id as usize];
-            let dup = out
-                .index
-                .find(h, |other| out.slots[other as usize] == *slot);
-            if dup.is_some() {
-                return Err(format!(
-                    "registration ID {:?} interned twice",
-                    &*out.get(id)
-                ));
-            }
-            let (index, rehash) = out.index_mut();
-            index.insert_unique(h, id, rehash);
+        let slots = &out.slots;
+        if let Err(id) = out
+            .index
+            .index_all(&hashes, |a, b| slots[a as usize] == slots[b as usize])
+        {
+            return Err(format!(
+                "registration ID {:?} interned twice",
+                &*out.get(id)
+            ));
         }
         Ok(out)
     }

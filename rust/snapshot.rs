@@ -176,10 +176,7 @@ pub fn encode(reg: &Registry) -> Vec<u8> {
     w.interner(&reg.tags);
     w.bitmaps(&reg.tag_bitmaps);
     w.interner(&reg.aliases);
-    let device_alias: Vec<u32> = (0..reg.devices.len() as u32)
-        .map(|d| reg.alias_of(d).unwrap_or(NONE))
-        .collect();
-    w.u32s(&device_alias);
+    w.u32s(&reg.alias_column());
     let mut mobiles: Vec<_> = reg.mobiles.iter().collect();
     mobiles.sort_unstable_by_key(|(d, _)| **d);
     w.u64(mobiles.len() as u64);
