@@ -200,12 +200,30 @@ fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
 }
 
 /// Order the positive terms: smallest first, then the single operands, then the unions.
-fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
+///
+/// Without `exact`, a union of tags is not sized when a single operand is already small
+/// enough for an id list (`filter_ids` then only tests membership in it, and each size costs
+/// a walk over every container of every tag); it is given `u64::MAX` instead.
+fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
+    let is_any = |t: &Term| matches!(t.operand, Operand::AnyOf(_));
+    let smallest_single = expr
+        .positive
+        .iter()
+        .filter(|t| !is_any(t))
+        .map(|t| t.operand.estimate())
+        .min();
+    let lazy = !exact && smallest_single.is_some_and(|m| m <= small());
     let mut pos: Vec<(Term, u64)> = expr
         .positive
         .into_iter()
-        .map(|t| (t.operand.estimate(), t))
-        .map(|(n, t)| (t, n))
+        .map(|t| {
+            let n = if lazy && is_any(&t) {
+                u64::MAX
+            } else {
+                t.operand.estimate()
+            };
+            (t, n)
+        })
         .collect();
     pos.sort_by_key(|(_, n)| *n);
     if pos.len() > 2 {
@@ -235,13 +253,13 @@ fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 /// Unions that the plan will build whole (the running set cannot get small enough to probe
 /// them) are built on another core while this one runs the intersections and subtractions.
 pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
-    let (pos, neg) = plan(expr);
+    let (pos, neg) = plan(expr, trace.is_some());
     let mut pos = pos.into_iter();
     let (first, first_size) = pos
         .next()
         .expect("a compiled audience has a positive operand");
     let (acc, steps) = if first_size <= small() {
-        filter_ids(first, first_size, pos.collect(), neg)
+        filter_ids(first, first_size, pos.collect(), neg, trace.is_some())
     } else {
         planned(first, first_size, pos.collect(), neg)
     };
@@ -300,6 +318,7 @@ fn filter_ids<'r>(
     first_size: u64,
     rest: Vec<(Term<'r>, u64)>,
     neg: Vec<Term<'r>>,
+    sizes: bool,
 ) -> (Acc<'r>, Steps) {
     let mut steps = Steps::new();
     let mut ids = match start(first.operand).compact() {
@@ -341,7 +360,8 @@ fn filter_ids<'r>(
         });
     }
     for t in neg {
-        let n = t.operand.estimate();
+        // Sizes only for a trace: the filter tests membership and needs none.
+        let n = if sizes { t.operand.estimate() } else { 0 };
         if let Operand::One(b) = t.operand {
             filters.push(("andnot", t.label, n, Filter::AndNot(b)));
         }
