@@ -40,9 +40,21 @@ impl AudienceSpec {
 
     /// The same audience with borrowed strings.
     pub fn view(&self) -> Audience<&str> {
-        fn v(l: &[String]) -> Vec<&str> {
-            l.iter().map(String::as_str).collect()
-        }
+        self.map(String::as_str)
+    }
+}
+
+impl Audience<&str> {
+    /// The same audience owning its strings (to be saved).
+    pub fn to_owned_spec(&self) -> AudienceSpec {
+        self.map(|s| s.to_string())
+    }
+}
+
+impl<S> Audience<S> {
+    /// The same audience with every string mapped by `f`.
+    pub fn map<'a, T>(&'a self, f: impl Fn(&'a S) -> T) -> Audience<T> {
+        let v = |l: &'a [S]| l.iter().map(&f).collect();
         Audience {
             all: self.all,
             tag: v(&self.tag),
@@ -54,9 +66,7 @@ impl AudienceSpec {
             abtest: v(&self.abtest),
         }
     }
-}
 
-impl<S> Audience<S> {
     /// Whether no type is present (JPush refuses such an audience with 1003).
     pub fn is_empty(&self) -> bool {
         !self.all

@@ -53,7 +53,7 @@ impl<T> OrRaise<T> for Result<T, Error> {
     }
 }
 
-/// The order in which the audience types are read.
+/// The audience types, in the order of `AudienceSpec`'s fields (`reach.jpush.AUDIENCE_TYPES`).
 const TYPES: [&str; 7] = [
     "tag",
     "tag_and",
@@ -111,17 +111,7 @@ impl<'py> Held<'py> {
 
 /// Read a validated audience (`reach.jpush.Audience` or anything with its attributes).
 fn audience(obj: &Bound<'_, PyAny>) -> PyResult<AudienceSpec> {
-    let list = |name: &str| -> PyResult<Vec<String>> { obj.getattr(name)?.extract() };
-    Ok(AudienceSpec {
-        all: obj.getattr("all")?.extract()?,
-        tag: list("tag")?,
-        tag_and: list("tag_and")?,
-        tag_not: list("tag_not")?,
-        alias: list("alias")?,
-        registration_id: list("registration_id")?,
-        segment: list("segment")?,
-        abtest: list("abtest")?,
-    })
+    Ok(Held::new(obj)?.view()?.to_owned_spec())
 }
 
 fn platforms(py: Python<'_>, names: Option<Vec<String>>) -> PyResult<Option<Vec<Platform>>> {
