@@ -6,10 +6,13 @@
 //! probed against each of the union's bitmaps instead, so a request with 1000 aliases touches
 //! only the containers those devices fall in, not the millions of members of its tags.
 //! Once the running set is down to a few thousand devices (`SMALL`), it is kept as a sorted
-//! id list and every further operand is applied by membership tests, which cost a few
-//! nanoseconds per id instead of an allocation and a merge per container.
+//! id list and every further operand is applied by membership tests (`probe`), which cost a
+//! few nanoseconds per id instead of an allocation and a merge per container. When the smallest operand is already that small (a push to aliases or
+//! registration IDs), the whole plan is such a list (`filter_ids`): the request's own id lists
+//! are merged first, and the bitmap filters are ordered by how many ids they drop on a sample.
 
 use crate::expr::{Expr, Operand, Term};
+use crate::probe::{retain_in_any, retain_members};
 use croaring::Bitmap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,33 +42,6 @@ pub fn set_small_threshold(n: u64) {
 
 fn small() -> u64 {
     SMALL_THRESHOLD.load(Ordering::Relaxed)
-}
-
-/// Membership tests of ascending ids against one bitmap. CRoaring's bulk context remembers
-/// the last container, so consecutive ids of one container skip the container search.
-struct Probe<'b> {
-    bitmap: &'b Bitmap,
-    ctx: croaring_sys::roaring_bulk_context_t,
-}
-
-impl<'b> Probe<'b> {
-    fn new(bitmap: &'b Bitmap) -> Self {
-        // SAFETY: a zeroed context is the documented initial state.
-        Probe {
-            bitmap,
-            ctx: unsafe { std::mem::zeroed() },
-        }
-    }
-
-    fn contains(&mut self, id: u32) -> bool {
-        // SAFETY: `Bitmap` is `repr(transparent)` over `roaring_bitmap_t` (croaring documents
-        // this to allow views), and the bitmap is borrowed, so not modified, for the probe's
-        // life, which the context requires.
-        unsafe {
-            let raw = self.bitmap as *const Bitmap as *const croaring_sys::roaring_bitmap_t;
-            croaring_sys::roaring_bitmap_contains_bulk(raw, &mut self.ctx, id)
-        }
-    }
 }
 
 /// The running result: borrowed from the registry until an operation makes a new bitmap, so
@@ -102,12 +78,6 @@ impl<'r> Acc<'r> {
         }
     }
 
-    /// Keep the ids for which `keep` holds (id lists only).
-    fn retain(mut ids: Vec<u32>, keep: impl FnMut(&u32) -> bool) -> Acc<'r> {
-        ids.retain(keep);
-        Acc::Ids(ids)
-    }
-
     fn and(self, other: &Bitmap) -> Acc<'r> {
         match self {
             Acc::Borrowed(b) => Acc::Owned(b.and(other)),
@@ -115,9 +85,9 @@ impl<'r> Acc<'r> {
                 b.and_inplace(other);
                 Acc::Owned(b)
             }
-            Acc::Ids(v) => {
-                let mut p = Probe::new(other);
-                Self::retain(v, |&d| p.contains(d))
+            Acc::Ids(mut v) => {
+                retain_members(&mut v, other, true);
+                Acc::Ids(v)
             }
         }
         .compact()
@@ -130,9 +100,9 @@ impl<'r> Acc<'r> {
                 b.andnot_inplace(other);
                 Acc::Owned(b)
             }
-            Acc::Ids(v) => {
-                let mut p = Probe::new(other);
-                Self::retain(v, |&d| !p.contains(d))
+            Acc::Ids(mut v) => {
+                retain_members(&mut v, other, false);
+                Acc::Ids(v)
             }
         }
         .compact()
@@ -152,6 +122,39 @@ fn start(op: Operand<'_>) -> Acc<'_> {
         Operand::One(b) => Acc::Borrowed(b),
         Operand::AnyOf(v) | Operand::Disjoint(v) => Acc::Owned(union(&v)),
         Operand::Owned(b) => Acc::Owned(b),
+        Operand::Ids(v) if v.len() as u64 <= small() => Acc::Ids(v),
+        Operand::Ids(v) => Acc::Owned(Bitmap::of(&v)),
+    }
+}
+
+/// The ids of sorted, duplicate-free `a` that are in sorted `b` (`a` reused for the result).
+/// Why a merge: two id lists (aliases and registration IDs) meet here before any bitmap is
+/// probed, so that only the ids in both are tested against the tag bitmaps.
+fn intersect_sorted(mut a: Vec<u32>, b: &[u32]) -> Vec<u32> {
+    let mut j = 0;
+    a.retain(|&x| {
+        while j < b.len() && b[j] < x {
+            j += 1;
+        }
+        j < b.len() && b[j] == x
+    });
+    a
+}
+
+/// The ids of ascending `ids` that `b` holds.
+fn members(mut ids: Vec<u32>, b: &Bitmap) -> Vec<u32> {
+    retain_members(&mut ids, b, true);
+    ids
+}
+
+/// `acc ∩ ids` for a sorted id list: merged with an id list, probed into a bitmap when the
+/// list is small, else intersected as a bitmap.
+fn and_ids<'r>(acc: Acc<'r>, ids: Vec<u32>) -> Acc<'r> {
+    match acc {
+        Acc::Ids(a) => Acc::Ids(intersect_sorted(a, &ids)),
+        Acc::Borrowed(b) if ids.len() as u64 <= small() => Acc::Ids(members(ids, b)),
+        Acc::Owned(b) if ids.len() as u64 <= small() => Acc::Ids(members(ids, &b)),
+        other => other.and(&Bitmap::of(&ids)),
     }
 }
 
@@ -164,9 +167,9 @@ fn and_any<'r>(acc: Acc<'r>, bms: &[&Bitmap], union_size: u64) -> Acc<'r> {
     let mut bms = bms.to_vec();
     // Largest first: most ids are found, and stop being tested, early.
     bms.sort_by_cached_key(|b| std::cmp::Reverse(b.cardinality()));
-    if let Acc::Ids(v) = acc {
-        let mut probes: Vec<Probe> = bms.into_iter().map(Probe::new).collect();
-        return Acc::retain(v, |&d| probes.iter_mut().any(|p| p.contains(d)));
+    if let Acc::Ids(mut v) = acc {
+        retain_in_any(&mut v, &bms);
+        return Acc::Ids(v);
     }
     let n = acc.len();
     if n.saturating_mul(bms.len() as u64) > union_size {
@@ -191,17 +194,36 @@ fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
     match op {
         Operand::One(b) => acc.and(b),
         Operand::Owned(b) => acc.and(&b),
+        Operand::Ids(v) => and_ids(acc, v),
         Operand::AnyOf(v) | Operand::Disjoint(v) => and_any(acc, &v, size),
     }
 }
 
 /// Order the positive terms: smallest first, then the single operands, then the unions.
-fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
+///
+/// Without `exact`, a union of tags is not sized when a single operand is already small
+/// enough for an id list (`filter_ids` then only tests membership in it, and each size costs
+/// a walk over every container of every tag); it is given `u64::MAX` instead.
+fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
+    let is_any = |t: &Term| matches!(t.operand, Operand::AnyOf(_));
+    let smallest_single = expr
+        .positive
+        .iter()
+        .filter(|t| !is_any(t))
+        .map(|t| t.operand.estimate())
+        .min();
+    let lazy = !exact && smallest_single.is_some_and(|m| m <= small());
     let mut pos: Vec<(Term, u64)> = expr
         .positive
         .into_iter()
-        .map(|t| (t.operand.estimate(), t))
-        .map(|(n, t)| (t, n))
+        .map(|t| {
+            let n = if lazy && is_any(&t) {
+                u64::MAX
+            } else {
+                t.operand.estimate()
+            };
+            (t, n)
+        })
         .collect();
     pos.sort_by_key(|(_, n)| *n);
     if pos.len() > 2 {
@@ -231,13 +253,155 @@ fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 /// Unions that the plan will build whole (the running set cannot get small enough to probe
 /// them) are built on another core while this one runs the intersections and subtractions.
 pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
-    let (pos, neg) = plan(expr);
+    let (pos, neg) = plan(expr, trace.is_some());
     let mut pos = pos.into_iter();
     let (first, first_size) = pos
         .next()
         .expect("a compiled audience has a positive operand");
-    let (singles, unions): (Vec<_>, Vec<_>) =
-        pos.partition(|(t, _)| !matches!(t.operand, Operand::AnyOf(_) | Operand::Disjoint(_)));
+    let (acc, steps) = if first_size <= small() {
+        filter_ids(first, first_size, pos.collect(), neg, trace.is_some())
+    } else {
+        planned(first, first_size, pos.collect(), neg)
+    };
+    if let Some(trace) = trace {
+        trace.extend(
+            steps
+                .into_iter()
+                .map(|(op, operand, operand_size, result)| Step {
+                    op,
+                    operand,
+                    operand_size,
+                    result,
+                }),
+        );
+    }
+    acc.into_owned()
+}
+
+/// Steps as `(op, operand, operand_size, result)`.
+type Steps = Vec<(&'static str, String, u64, u64)>;
+
+/// Ids sampled per filter to order the filters of an id list (see `filter_ids`).
+const SAMPLE: usize = 32;
+
+/// One membership test applied to an id list.
+enum Filter<'a> {
+    And(&'a Bitmap),
+    AndNot(&'a Bitmap),
+    /// In any of the bitmaps (largest first: most ids are found, and stop being tested, early).
+    AndAny(Vec<&'a Bitmap>),
+}
+
+impl Filter<'_> {
+    /// The ids that pass, and how many membership probes that took.
+    fn run(&self, mut ids: Vec<u32>) -> (Vec<u32>, usize) {
+        let probes = match self {
+            Filter::And(b) | Filter::AndNot(b) => {
+                let n = ids.len();
+                retain_members(&mut ids, b, matches!(self, Filter::And(_)));
+                n
+            }
+            Filter::AndAny(bms) => retain_in_any(&mut ids, bms),
+        };
+        (ids, probes)
+    }
+}
+
+/// The plan once the first operand is small: everything else is a filter on its id list.
+/// Lists built for the request (aliases, registration IDs) are merged in first; then the
+/// bitmap filters run in the order of their measured worth: each is tried on a sample of the
+/// ids, and the one that drops the most ids per probe goes first. Why measure: sizes say
+/// little about ids already chosen by alias or ID (a device named in a push often has the
+/// push's `tag_and` tags), while the sample costs `SAMPLE` probes per filter.
+fn filter_ids<'r>(
+    first: Term<'r>,
+    first_size: u64,
+    rest: Vec<(Term<'r>, u64)>,
+    neg: Vec<Term<'r>>,
+    sizes: bool,
+) -> (Acc<'r>, Steps) {
+    let mut steps = Steps::new();
+    let mut ids = match start(first.operand).compact() {
+        Acc::Ids(v) => v,
+        other => other.into_owned().to_vec(),
+    };
+    steps.push(("start", first.label, first_size, ids.len() as u64));
+    // Sets built for this request are probed like registry bitmaps; they must outlive the
+    // filters that borrow them.
+    let mut built: Vec<Bitmap> = Vec::new();
+    let mut built_labels = Vec::new();
+    let mut others = Vec::new();
+    for (t, n) in rest {
+        match t.operand {
+            Operand::Ids(v) => {
+                ids = intersect_sorted(ids, &v);
+                steps.push(("and", t.label, n, ids.len() as u64));
+            }
+            Operand::Owned(b) => {
+                built.push(b);
+                built_labels.push((t.label, n));
+            }
+            op => others.push((t.label, n, op)),
+        }
+    }
+    let mut filters: Vec<(&'static str, String, u64, Filter)> = built_labels
+        .into_iter()
+        .zip(&built)
+        .map(|((label, n), b)| ("and", label, n, Filter::And(b)))
+        .collect();
+    for (label, n, op) in others {
+        filters.push(match op {
+            Operand::One(b) => ("and", label, n, Filter::And(b)),
+            Operand::AnyOf(mut v) | Operand::Disjoint(mut v) => {
+                v.sort_by_cached_key(|b| std::cmp::Reverse(b.cardinality()));
+                ("and_any", label, n, Filter::AndAny(v))
+            }
+            Operand::Ids(_) | Operand::Owned(_) => unreachable!("applied above"),
+        });
+    }
+    for t in neg {
+        // Sizes only for a trace: the filter tests membership and needs none.
+        let n = if sizes { t.operand.estimate() } else { 0 };
+        if let Operand::One(b) = t.operand {
+            filters.push(("andnot", t.label, n, Filter::AndNot(b)));
+        }
+    }
+    if ids.len() >= 4 * SAMPLE && filters.len() > 1 {
+        let sample: Vec<u32> = ids
+            .iter()
+            .step_by(ids.len() / SAMPLE)
+            .take(SAMPLE)
+            .copied()
+            .collect();
+        let worth = |f: &Filter| {
+            let (kept, probes) = f.run(sample.clone());
+            // Smoothed share of the sample dropped, per probe made.
+            let dropped = (sample.len() - kept.len()) as f64 + 1.0;
+            dropped / (sample.len() as f64 + 2.0) / probes.max(1) as f64
+        };
+        let mut ranked: Vec<(f64, _)> = filters.into_iter().map(|f| (worth(&f.3), f)).collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        filters = ranked.into_iter().map(|(_, f)| f).collect();
+    }
+    for (op, label, n, f) in filters {
+        if !ids.is_empty() {
+            ids = f.run(ids).0;
+        }
+        steps.push((op, label, n, ids.len() as u64));
+    }
+    (Acc::Ids(ids), steps)
+}
+
+/// The plan from a large first operand (see the module doc).
+fn planned<'r>(
+    first: Term<'r>,
+    first_size: u64,
+    rest: Vec<(Term<'r>, u64)>,
+    neg: Vec<Term<'r>>,
+) -> (Acc<'r>, Steps) {
+    let (singles, unions): (Vec<_>, Vec<_>) = rest
+        .into_iter()
+        .partition(|(t, _)| !matches!(t.operand, Operand::AnyOf(_) | Operand::Disjoint(_)));
     // The running set never exceeds the first operand, so this predicts the union path.
     let whole = |t: &Term, n: u64| match &t.operand {
         Operand::AnyOf(v) | Operand::Disjoint(v) => {
@@ -288,26 +452,15 @@ pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
         };
         steps.push(("and_any", t.label, n, acc.len()));
     }
-    if let Some(trace) = trace {
-        trace.extend(
-            steps
-                .into_iter()
-                .map(|(op, operand, operand_size, result)| Step {
-                    op,
-                    operand,
-                    operand_size,
-                    result,
-                }),
-        );
-    }
-    acc.into_owned()
+    (acc, steps)
 }
 
 /// The size of `expr`'s result. Builds nothing for a single operand or a union of disjoint
 /// bitmaps (a broadcast with a platform filter), and no final intersection otherwise.
 pub fn count(expr: Expr<'_>) -> u64 {
     if expr.negative.is_empty() && expr.positive.len() == 1 {
-        if let Operand::One(_) | Operand::Disjoint(_) | Operand::Owned(_) = expr.positive[0].operand
+        if let Operand::One(_) | Operand::Disjoint(_) | Operand::Owned(_) | Operand::Ids(_) =
+            expr.positive[0].operand
         {
             return expr.positive[0].operand.estimate();
         }
@@ -342,6 +495,7 @@ pub fn naive(expr: Expr<'_>) -> Bitmap {
             }
             Operand::AnyOf(v) | Operand::Disjoint(v) => union(&v),
             Operand::Owned(b) => b,
+            Operand::Ids(v) => Bitmap::of(&v),
         };
         match acc.as_mut() {
             Some(a) => a.and_inplace(&b),

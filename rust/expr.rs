@@ -11,19 +11,23 @@ use croaring::Bitmap;
 use serde::{Deserialize, Serialize};
 
 /// A JPush v3 audience, validated at the edge (limits, characters, at least one type).
-/// An empty list means that type is absent.
+/// An empty list means that type is absent. `S` is `String` for a saved audience
+/// (`AudienceSpec`) and `&str` for one borrowed for a single request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct AudienceSpec {
+pub struct Audience<S> {
     pub all: bool,
-    pub tag: Vec<String>,
-    pub tag_and: Vec<String>,
-    pub tag_not: Vec<String>,
-    pub alias: Vec<String>,
-    pub registration_id: Vec<String>,
-    pub segment: Vec<String>,
-    pub abtest: Vec<String>,
+    pub tag: Vec<S>,
+    pub tag_and: Vec<S>,
+    pub tag_not: Vec<S>,
+    pub alias: Vec<S>,
+    pub registration_id: Vec<S>,
+    pub segment: Vec<S>,
+    pub abtest: Vec<S>,
 }
+
+/// An audience that owns its strings (saved segments and A/B bases, tests).
+pub type AudienceSpec = Audience<String>;
 
 impl AudienceSpec {
     /// The broadcast audience (`"all"`).
@@ -31,6 +35,35 @@ impl AudienceSpec {
         AudienceSpec {
             all: true,
             ..Self::default()
+        }
+    }
+
+    /// The same audience with borrowed strings.
+    pub fn view(&self) -> Audience<&str> {
+        self.map(String::as_str)
+    }
+}
+
+impl Audience<&str> {
+    /// The same audience owning its strings (to be saved).
+    pub fn to_owned_spec(&self) -> AudienceSpec {
+        self.map(|s| s.to_string())
+    }
+}
+
+impl<S> Audience<S> {
+    /// The same audience with every string mapped by `f`.
+    pub fn map<'a, T>(&'a self, f: impl Fn(&'a S) -> T) -> Audience<T> {
+        let v = |l: &'a [S]| l.iter().map(&f).collect();
+        Audience {
+            all: self.all,
+            tag: v(&self.tag),
+            tag_and: v(&self.tag_and),
+            tag_not: v(&self.tag_not),
+            alias: v(&self.alias),
+            registration_id: v(&self.registration_id),
+            segment: v(&self.segment),
+            abtest: v(&self.abtest),
         }
     }
 
@@ -65,8 +98,140 @@ impl AudienceSpec {
     }
 }
 
+/// Why an audience value is refused. The rules are those of DESIGN.md ("Semantics"); the
+/// Python edge (`reach.jpush`) words the vendor's message for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The empty string (JPush's "null value").
+    Empty,
+    /// A tag or alias character outside letters, digits, `_`, CJK and `@!#$&*+=.|`.
+    Chars,
+    /// A tag or alias longer than `NAME_MAX_BYTES`.
+    Bytes,
+    /// Not 1 to 64 ASCII letters and digits.
+    RegistrationId,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Empty => "empty",
+            Refusal::Chars => "chars",
+            Refusal::Bytes => "bytes",
+            Refusal::RegistrationId => "registration_id",
+        }
+    }
+}
+
+/// The rule of an audience array's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Tags and aliases (`check_name`).
+    Name,
+    /// Registration IDs (`check_registration_id`).
+    RegistrationId,
+}
+
+impl Rule {
+    /// The rule of a name: `"name"` or `"registration_id"`.
+    pub fn parse(s: &str) -> Option<Rule> {
+        match s {
+            "name" => Some(Rule::Name),
+            "registration_id" => Some(Rule::RegistrationId),
+            _ => None,
+        }
+    }
+
+    pub fn check(self, s: &str) -> std::result::Result<(), Refusal> {
+        match self {
+            Rule::Name => check_name(s),
+            Rule::RegistrationId => check_registration_id(s),
+        }
+    }
+
+    /// The refusal of a string that is not UTF-8 (a lone surrogate from JSON): none of its
+    /// characters can be allowed ones.
+    pub fn not_utf8(self) -> Refusal {
+        match self {
+            Rule::Name => Refusal::Chars,
+            Rule::RegistrationId => Refusal::RegistrationId,
+        }
+    }
+}
+
+/// Longest tag or alias, in UTF-8 bytes.
+pub const NAME_MAX_BYTES: usize = 40;
+/// Longest registration ID, in characters (all ASCII).
+pub const REGISTRATION_ID_MAX: usize = 64;
+
+/// A byte table: `true` for ASCII letters and digits and for the bytes of `extra`.
+const fn ascii_table(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// The ASCII bytes allowed in a tag or alias, and in a registration ID.
+const NAME_ASCII: [bool; 256] = ascii_table(b"_@!#$&*+=.|");
+const RID_ASCII: [bool; 256] = ascii_table(b"");
+
+/// Whether every byte of `s` is allowed by `table`: a table look-up per byte and no branch
+/// (hex-like IDs mix digits and letters at random, which defeats branch prediction).
+fn all_in(table: &[bool; 256], s: &str) -> bool {
+    s.bytes().fold(true, |ok, b| ok & table[b as usize])
+}
+
+/// Whether `c` may appear in a tag or alias. "Kanji" is read as the CJK ideograph blocks:
+/// URO, Extension A, compatibility ideographs, Extension B.
+fn name_char(c: char) -> bool {
+    (c.is_ascii() && NAME_ASCII[c as usize])
+        || matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}')
+        || matches!(c, '\u{20000}'..='\u{2A6DF}')
+}
+
+/// Check a tag or alias: non-empty, allowed characters (checked first), at most 40 bytes.
+pub fn check_name(s: &str) -> std::result::Result<(), Refusal> {
+    if s.is_empty() {
+        return Err(Refusal::Empty);
+    }
+    let allowed = if s.is_ascii() {
+        all_in(&NAME_ASCII, s)
+    } else {
+        s.chars().all(name_char)
+    };
+    if !allowed {
+        return Err(Refusal::Chars);
+    }
+    if s.len() > NAME_MAX_BYTES {
+        return Err(Refusal::Bytes);
+    }
+    Ok(())
+}
+
+/// Check a registration ID: 1 to 64 ASCII letters and digits.
+pub fn check_registration_id(s: &str) -> std::result::Result<(), Refusal> {
+    if s.is_empty() {
+        return Err(Refusal::Empty);
+    }
+    if s.len() > REGISTRATION_ID_MAX || !all_in(&RID_ASCII, s) {
+        return Err(Refusal::RegistrationId);
+    }
+    Ok(())
+}
+
 /// The bitmaps of one operand.
 pub enum Operand<'r> {
+    /// Devices of this request as a sorted, duplicate-free id list (aliases, registration IDs).
+    Ids(Vec<u32>),
     /// One registry bitmap.
     One(&'r Bitmap),
     /// The union of several registry bitmaps.
@@ -84,6 +249,7 @@ impl Operand<'_> {
             Operand::One(b) => b.cardinality(),
             Operand::AnyOf(v) | Operand::Disjoint(v) => v.iter().map(|b| b.cardinality()).sum(),
             Operand::Owned(b) => b.cardinality(),
+            Operand::Ids(v) => v.len() as u64,
         }
     }
 }
@@ -105,12 +271,12 @@ fn term<'r>(label: String, operand: Operand<'r>) -> Term<'r> {
     Term { label, operand }
 }
 
-fn list(names: &[String]) -> String {
+fn list<S: AsRef<str>>(names: &[S]) -> String {
     const SHOWN: usize = 5;
     let mut s = names
         .iter()
         .take(SHOWN)
-        .map(|n| format!("{n:?}"))
+        .map(|n| format!("{:?}", n.as_ref()))
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > SHOWN {
@@ -121,9 +287,9 @@ fn list(names: &[String]) -> String {
 
 /// Compile `spec` (and the platform filter; `None` = all platforms) against `reg`.
 /// Unknown tags and aliases reach nobody; unknown segments and A/B tests are errors (1003).
-pub fn compile<'r>(
+pub fn compile<'r, S: AsRef<str>>(
     reg: &'r Registry,
-    spec: &AudienceSpec,
+    spec: &Audience<S>,
     platforms: Option<&[Platform]>,
 ) -> Result<Expr<'r>> {
     if spec.is_empty() {
@@ -136,13 +302,18 @@ pub fn compile<'r>(
     let mut static_segments = 0;
 
     if !spec.tag.is_empty() {
-        let bms: Vec<&Bitmap> = spec.tag.iter().filter_map(|t| reg.tag_bitmap(t)).collect();
+        let bms: Vec<&Bitmap> = spec
+            .tag
+            .iter()
+            .filter_map(|t| reg.tag_bitmap(t.as_ref()))
+            .collect();
         positive.push(term(
             format!("tag {}", list(&spec.tag)),
             Operand::AnyOf(bms),
         ));
     }
     for t in &spec.tag_and {
+        let t = t.as_ref();
         let op = match reg.tag_bitmap(t) {
             Some(b) => Operand::One(b),
             None => Operand::Owned(Bitmap::new()),
@@ -150,45 +321,39 @@ pub fn compile<'r>(
         positive.push(term(format!("tag_and {t:?}"), op));
     }
     for t in &spec.tag_not {
+        let t = t.as_ref();
         if let Some(b) = reg.tag_bitmap(t) {
             negative.push(term(format!("tag_not {t:?}"), Operand::One(b)));
         }
     }
     if !spec.alias.is_empty() {
-        let mut ids = Vec::with_capacity(spec.alias.len());
-        for a in &spec.alias {
-            if let Some(a) = reg.aliases.lookup(a) {
-                reg.push_alias_devices(a, &mut ids);
-            }
-        }
+        let keys: Vec<&str> = spec.alias.iter().map(AsRef::as_ref).collect();
         positive.push(term(
             format!("alias {}", list(&spec.alias)),
-            Operand::Owned(sorted(ids)),
+            Operand::Ids(sorted(reg.aliases_devices(&keys))),
         ));
     }
     if !spec.registration_id.is_empty() {
-        let ids = spec
-            .registration_id
-            .iter()
-            .filter_map(|r| reg.device_id(r))
-            .collect();
+        let keys: Vec<&str> = spec.registration_id.iter().map(AsRef::as_ref).collect();
         let label = format!("registration_id {}", list(&spec.registration_id));
-        positive.push(term(label, Operand::Owned(sorted(ids))));
+        positive.push(term(label, Operand::Ids(reg.devices_live(&keys))));
     }
     for s in &spec.segment {
+        let s = s.as_ref();
         let operand = match reg.segments.get(s) {
             Some(Segment::Static(b)) => {
                 static_segments += 1;
                 Operand::One(b)
             }
             Some(Segment::Dynamic(saved)) => {
-                Operand::Owned(eval::evaluate(compile(reg, saved, None)?, None))
+                Operand::Owned(eval::evaluate(compile(reg, &saved.view(), None)?, None))
             }
             None => return Err(Error::invalid(format!("segment {s:?} does not exist"))),
         };
         positive.push(term(format!("segment {s:?}"), operand));
     }
     for a in &spec.abtest {
+        let a = a.as_ref();
         positive.push(term(
             format!("abtest {a:?}"),
             Operand::Owned(abtest_members(reg, a)?),
@@ -210,10 +375,10 @@ pub fn compile<'r>(
     Ok(Expr { positive, negative })
 }
 
-fn sorted(mut ids: Vec<u32>) -> Bitmap {
+fn sorted(mut ids: Vec<u32>) -> Vec<u32> {
     ids.sort_unstable();
     ids.dedup();
-    Bitmap::of(&ids)
+    ids
 }
 
 /// The devices of A/B test `name` (`"test"` = every group, `"test:group"` = one group):
@@ -239,7 +404,7 @@ fn abtest_members(reg: &Registry, name: &str) -> Result<Bitmap> {
             group
         )));
     }
-    let mut base = eval::evaluate(compile(reg, &ab.base, None)?, None);
+    let mut base = eval::evaluate(compile(reg, &ab.base.view(), None)?, None);
     base.and_inplace(&Bitmap::fast_or(&buckets));
     Ok(base)
 }
@@ -283,6 +448,27 @@ mod tests {
             1,
             "tag_not alone is taken from the live devices"
         );
+    }
+
+    #[test]
+    fn value_rules() {
+        assert_eq!(check_name("深圳_vip@!#$&*+=.|9"), Ok(()));
+        assert_eq!(check_name("𠀀"), Ok(()));
+        assert_eq!(check_name(""), Err(Refusal::Empty));
+        assert_eq!(check_name("a-b"), Err(Refusal::Chars));
+        assert_eq!(check_name("é"), Err(Refusal::Chars));
+        assert_eq!(check_name(&"a".repeat(40)), Ok(()));
+        assert_eq!(check_name(&"a".repeat(41)), Err(Refusal::Bytes));
+        assert_eq!(check_name(&"深".repeat(14)), Err(Refusal::Bytes));
+        assert_eq!(check_registration_id("1a0018970aa"), Ok(()));
+        assert_eq!(check_registration_id(&"A".repeat(64)), Ok(()));
+        assert_eq!(
+            check_registration_id(&"A".repeat(65)),
+            Err(Refusal::RegistrationId)
+        );
+        assert_eq!(check_registration_id("a_b"), Err(Refusal::RegistrationId));
+        assert_eq!(check_registration_id("١"), Err(Refusal::RegistrationId));
+        assert_eq!(check_registration_id(""), Err(Refusal::Empty));
     }
 
     #[test]

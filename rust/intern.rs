@@ -4,9 +4,12 @@
 //! - ids are dense, assigned in first-seen order from 0, and never reused or changed;
 //! - all strings live in one contiguous arena (`arena`), string `i` spans
 //!   `ends[i-1]..ends[i]` (with `ends[-1] = 0`): no per-string heap allocation;
-//! - the hash index stores only ids; hashes are recomputed from the arena when it grows.
+//! - the hash index (`IdIndex`) stores only ids; hashes are recomputed from the arena when it
+//!   grows.
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use crate::index::{advise_huge, prefetch, IdIndex};
+use hashbrown::DefaultHashBuilder;
+use rayon::prelude::*;
 use std::hash::BuildHasher;
 
 /// Maximum total bytes of interned strings (ends are `u32`).
@@ -25,7 +28,7 @@ pub const MAX_ARENA: usize = u32::MAX as usize;
 pub struct Interner {
     arena: Vec<u8>,
     ends: Vec<u32>,
-    index: HashTable<u32>,
+    index: IdIndex,
     hasher: DefaultHashBuilder,
 }
 
@@ -36,18 +39,29 @@ fn span<'a>(arena: &'a [u8], ends: &[u32], id: u32) -> &'a [u8] {
     &arena[start..ends[i] as usize]
 }
 
-/// Re-hashes a stored id from the arena (hashbrown calls it when the table grows).
+/// Re-hashes a stored id from the arena (the index calls it when it grows).
 fn rehash<'a>(
     arena: &'a [u8],
     ends: &'a [u32],
     hasher: &'a DefaultHashBuilder,
-) -> impl Fn(&u32) -> u64 + 'a {
-    move |&id| hasher.hash_one(span(arena, ends, id))
+) -> impl Fn(u32) -> u64 + 'a {
+    move |id| hasher.hash_one(span(arena, ends, id))
 }
 
 impl Interner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The index with the re-hash function it needs to grow (fields borrowed apart).
+    fn index_mut(&mut self) -> (&mut IdIndex, impl Fn(u32) -> u64 + '_) {
+        let Self {
+            arena,
+            ends,
+            index,
+            hasher,
+        } = self;
+        (index, rehash(arena, ends, hasher))
     }
 
     /// Number of interned strings (the next id).
@@ -88,6 +102,12 @@ impl Interner {
         self.hasher.hash_one(s.as_bytes())
     }
 
+    /// Start fetching what interning a string of hash `h` will read first (bulk loads call it
+    /// a few strings ahead).
+    pub fn prefetch(&self, h: u64) {
+        self.index.prefetch(h);
+    }
+
     /// `intern` with `h == self.hash(s)` already computed.
     pub fn intern_hashed(&mut self, h: u64, s: &str) -> (u32, bool) {
         debug_assert_eq!(h, self.hash(s));
@@ -98,34 +118,39 @@ impl Interner {
         let id = self.ends.len() as u32;
         self.arena.extend_from_slice(s.as_bytes());
         self.ends.push(self.arena.len() as u32);
-        let Self {
-            arena,
-            ends,
-            index,
-            hasher,
-        } = self;
-        index.insert_unique(h, id, rehash(arena, ends, hasher));
+        let (index, rehash) = self.index_mut();
+        index.insert_unique(h, id, rehash);
         (id, true)
     }
 
     fn lookup_hashed(&self, h: u64, s: &str) -> Option<u32> {
         let (arena, ends) = (&self.arena, &self.ends);
         self.index
-            .find(h, |&id| span(arena, ends, id) == s.as_bytes())
-            .copied()
+            .find(h, |id| span(arena, ends, id) == s.as_bytes())
+    }
+
+    /// The ids of many strings at once (`IdIndex::find_many`: the cache misses of different
+    /// strings overlap), in the order given.
+    pub fn lookup_many(&self, keys: &[&str]) -> Vec<Option<u32>> {
+        let hashes: Vec<u64> = keys.iter().map(|k| self.hash(k)).collect();
+        let (arena, ends) = (&self.arena, &self.ends);
+        let end_of = |id: u32| prefetch(&ends[id as usize]);
+        let bytes_of = |id: u32| {
+            let start = if id == 0 { 0 } else { ends[id as usize - 1] };
+            prefetch(arena.as_ptr().wrapping_add(start as usize));
+        };
+        self.index
+            .find_many(&hashes, &[&end_of, &bytes_of], |i, id| {
+                span(arena, ends, id) == keys[i].as_bytes()
+            })
     }
 
     /// Reserve room for `n` more strings of about `bytes` bytes in all.
     pub fn reserve(&mut self, n: usize, bytes: usize) {
         self.arena.reserve(bytes);
         self.ends.reserve(n);
-        let Self {
-            arena,
-            ends,
-            index,
-            hasher,
-        } = self;
-        index.reserve(n, rehash(arena, ends, hasher));
+        let (index, rehash) = self.index_mut();
+        index.reserve(n, rehash);
     }
 
     /// The raw parts, for snapshots: the arena and the end offsets.
@@ -155,26 +180,31 @@ impl Interner {
             ..Self::default()
         };
         out.index.reserve(n, |_| 0);
-        for id in 0..n as u32 {
-            let s = out.get(id);
-            let h = out.hasher.hash_one(s.as_bytes());
-            if out.lookup_hashed(h, s).is_some() {
-                return Err(format!("string {s:?} interned twice"));
-            }
-            let Self {
-                arena,
-                ends,
-                index,
-                hasher,
-            } = &mut out;
-            index.insert_unique(h, id, rehash(arena, ends, hasher));
+        let hashes: Vec<u64> = (0..n as u32)
+            .into_par_iter()
+            .map(|id| out.hash(out.get(id)))
+            .collect();
+        let (arena, ends) = (&out.arena, &out.ends);
+        let same = |a: u32, b: u32| span(arena, ends, a) == span(arena, ends, b);
+        if let Err(id) = out.index.index_all(&hashes, same) {
+            return Err(format!("string {:?} interned twice", out.get(id)));
         }
         Ok(out)
     }
 
+    /// Back the big tables with 2 MiB pages (`index::advise_huge`), and give back the unused
+    /// capacity of the arena and offsets (bulk loads grow them by doubling).
+    pub fn settle(&mut self) {
+        self.arena.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        advise_huge(&self.arena);
+        advise_huge(&self.ends);
+        self.index.advise_huge();
+    }
+
     /// Heap bytes used (arena, offsets, hash index).
     pub fn memory_usage(&self) -> usize {
-        self.arena.capacity() + self.ends.capacity() * 4 + self.index.allocation_size()
+        self.arena.capacity() + self.ends.capacity() * 4 + self.index.memory_usage()
     }
 }
 
@@ -206,6 +236,19 @@ mod tests {
             assert_eq!(j.lookup(&format!("rid{n}")), Some(n));
             assert_eq!(j.get(n), format!("rid{n}"));
         }
+    }
+
+    #[test]
+    fn lookup_many_equals_lookup() {
+        let mut i = Interner::new();
+        for n in 0..5_000 {
+            i.intern(&format!("u{n}"));
+        }
+        let keys: Vec<String> = (0..6_000).step_by(3).map(|n| format!("u{n}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let want: Vec<Option<u32>> = keys.iter().map(|k| i.lookup(k)).collect();
+        assert_eq!(i.lookup_many(&keys), want);
+        assert!(want.iter().any(Option::is_none));
     }
 
     #[test]

@@ -8,9 +8,12 @@
 pub mod error;
 pub mod eval;
 pub mod expr;
+pub mod index;
 pub mod intern;
 pub mod load;
+pub mod probe;
 pub mod registry;
+pub mod rid;
 pub mod route;
 pub mod snapshot;
 pub mod ums;

@@ -276,13 +276,18 @@ impl Registry {
     pub fn apply_columns(&mut self, cols: &Columns) -> Result<usize> {
         let n = cols.rid.len();
         let bytes: usize = cols.rid.iter().map(|r| r.len()).sum();
-        if !self.devices.fits(bytes) {
+        if !self.fits(n, bytes) {
             return Err(Error::invalid("registry is full"));
         }
         let first_new = self.devices.len() as u32;
-        self.devices.reserve(n, bytes);
+        self.devices.reserve(n);
         let mut acc = Pending::new(self.tag_bitmaps.len());
         let hashes: Vec<u64> = cols.rid.par_iter().map(|r| self.devices.hash(r)).collect();
+        let alias_hashes: Vec<Option<u64>> = cols
+            .alias
+            .par_iter()
+            .map(|a| a.map(|a| self.aliases.hash(a)))
+            .collect();
         // Registration IDs and aliases are interned into separate tables: one core each.
         let (interned, alias_ids) = {
             let Registry {
@@ -293,26 +298,35 @@ impl Registry {
             } = &mut *self;
             rayon::join(
                 || {
-                    let ids = cols.rid.iter().zip(&hashes);
-                    ids.map(|(r, &h)| devices.intern_hashed(h, r))
-                        .collect::<Vec<_>>()
+                    const AHEAD: usize = 16;
+                    let ids = cols.rid.iter().zip(&hashes).enumerate();
+                    ids.map(|(i, (r, &h))| {
+                        if let Some(&next) = hashes.get(i + AHEAD) {
+                            devices.prefetch(next);
+                        }
+                        devices.intern_hashed(h, r)
+                    })
+                    .collect::<Vec<_>>()
                 },
                 || {
-                    let mut intern = |a: &str| {
-                        let (id, new) = aliases.intern(a);
-                        if new {
-                            alias_head.push(NONE);
+                    const AHEAD: usize = 16;
+                    let mut out = Vec::with_capacity(cols.alias.len());
+                    for (i, (a, h)) in cols.alias.iter().zip(&alias_hashes).enumerate() {
+                        if let Some(&Some(next)) = alias_hashes.get(i + AHEAD) {
+                            aliases.prefetch(next);
                         }
-                        id
-                    };
-                    cols.alias
-                        .iter()
-                        .map(|a| a.map(&mut intern))
-                        .collect::<Vec<_>>()
+                        out.push(a.zip(*h).map(|(a, h)| {
+                            let (id, new) = aliases.intern_hashed(h, a);
+                            if new {
+                                alias_head.push(NONE);
+                            }
+                            id
+                        }));
+                    }
+                    out
                 },
             )
         };
-        self.device_alias.resize(self.devices.len(), NONE);
         self.alias_next.resize(self.devices.len(), NONE);
         for (i, (&rid, &(d, new))) in cols.rid.iter().zip(&interned).enumerate() {
             let tags = &cols.tag_ids[cols.tag_indptr[i]..cols.tag_indptr[i + 1]];
@@ -352,6 +366,7 @@ impl Registry {
             }
         }
         acc.flush(self);
+        self.settle();
         Ok(n)
     }
 }

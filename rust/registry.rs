@@ -7,17 +7,25 @@
 //!   live devices only: `delete` removes the device from all of them;
 //! - a live device is in exactly one platform bitmap, and in at most one vendor bitmap (only if
 //!   it is an Android device); `buckets[b]` holds every device (live or not) whose A/B bucket is b;
-//! - `device_alias[d]` is the alias of `d` or `NONE`; the devices of alias `a` are the chain
-//!   `alias_head[a]`, `alias_next[alias_head[a]]`, ... up to `NONE`, each exactly once.
+//! - the devices of alias `a` are the chain `alias_head[a]`, `alias_next[alias_head[a]]`, ...,
+//!   each exactly once, whose last device `d` has `alias_next[d] == END | a`; a device without
+//!   an alias has `alias_next[d] == NONE`. So a device's alias is found by walking its chain to
+//!   the end (chains are the few devices of one user), and no per-device alias column is kept;
+//! - device ids are below `END` and alias ids below `END - 1` (so `END | a` is never `NONE`).
 
 use crate::error::{Error, Result};
 use crate::expr::AudienceSpec;
+use crate::index::{advise_huge, prefetch};
 use crate::intern::Interner;
+use crate::probe::retain_members;
+use crate::rid::{Rid, RidStore};
 use croaring::Bitmap;
 use std::collections::HashMap;
 
 /// "No value" in per-device `u32` columns.
 pub const NONE: u32 = u32::MAX;
+/// The flag of `alias_next` that ends an alias chain (the low bits then hold the alias id).
+pub const END: u32 = 1 << 31;
 /// Number of A/B buckets (a percentage each).
 pub const BUCKETS: usize = 100;
 /// Longest registration ID, tag, alias or mobile the registry stores, in UTF-8 bytes.
@@ -121,7 +129,7 @@ pub struct AbTest {
 /// ```
 #[derive(Clone)]
 pub struct Registry {
-    pub(crate) devices: Interner,
+    pub(crate) devices: RidStore,
     pub(crate) live: Bitmap,
     pub(crate) online: Bitmap,
     pub(crate) platforms: Vec<Bitmap>,
@@ -132,9 +140,9 @@ pub struct Registry {
     pub(crate) aliases: Interner,
     /// First device of each alias (`NONE` if the alias has none now).
     pub(crate) alias_head: Vec<u32>,
-    /// Next device of the same alias, per device: 4 bytes a device instead of a list per alias.
+    /// Per device: the next device of the same alias, `END | alias` for the last, or `NONE`
+    /// (see the module invariants): 4 bytes a device for both directions.
     pub(crate) alias_next: Vec<u32>,
-    pub(crate) device_alias: Vec<u32>,
     pub(crate) mobiles: HashMap<u32, Box<str>>,
     pub(crate) has_mobile: Bitmap,
     pub(crate) segments: HashMap<String, Segment>,
@@ -173,7 +181,7 @@ pub(crate) fn check_key(what: &str, s: &str) -> Result<()> {
 impl Registry {
     pub fn new() -> Self {
         Registry {
-            devices: Interner::new(),
+            devices: RidStore::new(),
             live: Bitmap::new(),
             online: Bitmap::new(),
             platforms: Platform::ALL.iter().map(|_| Bitmap::new()).collect(),
@@ -184,7 +192,6 @@ impl Registry {
             aliases: Interner::new(),
             alias_head: Vec::new(),
             alias_next: Vec::new(),
-            device_alias: Vec::new(),
             mobiles: HashMap::new(),
             has_mobile: Bitmap::new(),
             segments: HashMap::new(),
@@ -219,7 +226,7 @@ impl Registry {
     }
 
     /// The registration ID of a device id (live or deleted).
-    pub fn registration_id(&self, id: u32) -> &str {
+    pub fn registration_id(&self, id: u32) -> Rid<'_> {
         self.devices.get(id)
     }
 
@@ -261,20 +268,96 @@ impl Registry {
 
     /// The live devices of an alias, ascending.
     pub fn alias_devices(&self, alias: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        if let Some(a) = self.aliases.lookup(alias) {
-            self.push_alias_devices(a, &mut out);
-        }
+        let mut out = self.aliases_devices(&[alias]);
         out.sort_unstable();
         out
     }
 
-    pub(crate) fn push_alias_devices(&self, a: u32, out: &mut Vec<u32>) {
-        let mut d = self.alias_head[a as usize];
-        while d != NONE {
-            out.push(d);
-            d = self.alias_next[d as usize];
+    /// The devices of many aliases (unknown ones have none), unsorted. The look-ups are
+    /// batched (`Interner::lookup_many`) and the chains walked one link of every chain at a
+    /// time, each link fetched for all chains before any is read (every link is a cache miss
+    /// in a per-device column).
+    pub(crate) fn aliases_devices(&self, aliases: &[&str]) -> Vec<u32> {
+        let found: Vec<u32> = self
+            .aliases
+            .lookup_many(aliases)
+            .into_iter()
+            .flatten()
+            .collect();
+        for &a in &found {
+            prefetch(&self.alias_head[a as usize]);
         }
+        let mut frontier: Vec<u32> = found
+            .iter()
+            .map(|&a| self.alias_head[a as usize])
+            .filter(|&d| d != NONE)
+            .collect();
+        let mut out = Vec::with_capacity(found.len() * 2);
+        while !frontier.is_empty() {
+            for &d in &frontier {
+                prefetch(&self.alias_next[d as usize]);
+            }
+            out.extend_from_slice(&frontier);
+            frontier.retain_mut(|d| {
+                *d = self.alias_next[*d as usize];
+                *d & END == 0
+            });
+        }
+        out
+    }
+
+    /// The live devices of many registration IDs (unknown or deleted ones are left out),
+    /// ascending and distinct; the look-ups are batched (`RidStore::lookup_many`).
+    pub(crate) fn devices_live(&self, registration_ids: &[&str]) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .devices
+            .lookup_many(registration_ids)
+            .into_iter()
+            .flatten()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        retain_members(&mut ids, &self.live, true);
+        ids
+    }
+
+    /// Per device: its alias id, or `NONE` (the chains inverted, for snapshots). The chains
+    /// are walked a batch of aliases at a time, a link of every chain of the batch at once, so
+    /// that the random reads of different chains overlap.
+    pub(crate) fn alias_column(&self) -> Vec<u32> {
+        const BATCH: usize = 4096;
+        let mut col = vec![NONE; self.alias_next.len()];
+        for start in (0..self.alias_head.len()).step_by(BATCH) {
+            let end = (start + BATCH).min(self.alias_head.len());
+            let mut frontier: Vec<(u32, u32)> = (start..end)
+                .map(|a| (self.alias_head[a], a as u32))
+                .filter(|&(d, _)| d != NONE)
+                .collect();
+            while !frontier.is_empty() {
+                for &(d, _) in &frontier {
+                    prefetch(&self.alias_next[d as usize]);
+                    prefetch(&col[d as usize]);
+                }
+                frontier.retain_mut(|(d, a)| {
+                    col[*d as usize] = *a;
+                    *d = self.alias_next[*d as usize];
+                    *d & END == 0
+                });
+            }
+        }
+        col
+    }
+
+    /// The alias id of device `d`, if it has one: the end of its chain.
+    pub(crate) fn alias_of(&self, d: u32) -> Option<u32> {
+        let mut x = self.alias_next[d as usize];
+        if x == NONE {
+            return None;
+        }
+        while x & END == 0 {
+            x = self.alias_next[x as usize];
+        }
+        Some(x & !END)
     }
 
     /// The attributes of a live device.
@@ -296,23 +379,41 @@ impl Registry {
             .map(|(t, _)| self.tags.get(t as u32).to_owned())
             .collect();
         tags.sort_unstable();
-        let a = self.device_alias[d as usize];
+        let a = self.alias_of(d);
         Some(DeviceRecord {
             registration_id: registration_id.to_owned(),
             platform,
             vendor,
             tags,
-            alias: (a != NONE).then(|| self.aliases.get(a).to_owned()),
+            alias: a.map(|a| self.aliases.get(a).to_owned()),
             mobile: self.mobiles.get(&d).map(|m| m.to_string()),
             online: self.online.contains(d),
         })
+    }
+
+    /// Whether `n` more devices (with `bytes` of registration IDs, each with a new alias at
+    /// worst) fit the id spaces of the module invariants.
+    pub(crate) fn fits(&self, n: usize, bytes: usize) -> bool {
+        self.devices.fits(bytes)
+            && self.devices.len() + n < END as usize
+            && self.aliases.len() + n < (END - 1) as usize
+    }
+
+    /// After a bulk load or a snapshot load: trim the per-device and per-alias tables to size
+    /// and back them with 2 MiB pages (`index::advise_huge`).
+    pub(crate) fn settle(&mut self) {
+        self.devices.settle();
+        self.aliases.settle();
+        self.alias_head.shrink_to_fit();
+        self.alias_next.shrink_to_fit();
+        advise_huge(&self.alias_head);
+        advise_huge(&self.alias_next);
     }
 
     /// Intern a registration ID, growing the per-device columns for a new id.
     pub(crate) fn intern_device(&mut self, registration_id: &str) -> u32 {
         let (d, new) = self.devices.intern(registration_id);
         if new {
-            self.device_alias.push(NONE);
             self.alias_next.push(NONE);
             self.buckets[bucket_of(registration_id)].add(d);
         }
@@ -378,7 +479,7 @@ impl Registry {
         online: bool,
     ) -> Result<u32> {
         Self::check_record(registration_id, platform, vendor, tags, alias, mobile)?;
-        if !self.devices.fits(registration_id.len()) {
+        if !self.fits(1, registration_id.len()) {
             return Err(Error::invalid("registry is full"));
         }
         let d = self.intern_device(registration_id);
@@ -444,18 +545,17 @@ impl Registry {
 
     /// Bind device `d` (which has no alias now) to interned alias `a`.
     pub(crate) fn attach_alias_id(&mut self, d: u32, a: u32) {
-        self.alias_next[d as usize] = std::mem::replace(&mut self.alias_head[a as usize], d);
-        self.device_alias[d as usize] = a;
+        let head = std::mem::replace(&mut self.alias_head[a as usize], d);
+        self.alias_next[d as usize] = if head == NONE { END | a } else { head };
     }
 
     fn detach_alias(&mut self, d: u32) {
-        let a = std::mem::replace(&mut self.device_alias[d as usize], NONE);
-        if a == NONE {
+        let Some(a) = self.alias_of(d) else {
             return;
-        }
+        };
         let next = std::mem::replace(&mut self.alias_next[d as usize], NONE);
         if self.alias_head[a as usize] == d {
-            self.alias_head[a as usize] = next;
+            self.alias_head[a as usize] = if next & END != 0 { NONE } else { next };
             return;
         }
         // Chains are short (the devices of one user), so a walk is cheap.
@@ -615,7 +715,6 @@ impl Registry {
                 "aliases",
                 self.aliases.memory_usage()
                     + self.alias_head.capacity() * 4
-                    + self.device_alias.capacity() * 4
                     + self.alias_next.capacity() * 4,
             ),
             ("mobiles", mobiles + bm(&self.has_mobile)),
@@ -695,6 +794,21 @@ mod tests {
         r.set_alias("c", Some("u2")).unwrap();
         assert_eq!(r.alias_devices("u1"), vec![1]);
         assert_eq!(r.alias_devices("u2"), vec![2]);
+    }
+
+    #[test]
+    fn alias_column_inverts_the_chains() {
+        let mut r = reg();
+        r.upsert("c", Platform::Ios, None, &[], Some("u2"), None, false)
+            .unwrap();
+        r.upsert("d", Platform::Ios, None, &[], Some("u1"), None, false)
+            .unwrap();
+        r.set_alias("b", Some("u2")).unwrap();
+        let col = r.alias_column();
+        for d in 0..r.capacity() as u32 {
+            assert_eq!(col[d as usize], r.alias_of(d).unwrap_or(NONE));
+        }
+        assert_eq!(r.alias_devices("u2"), vec![1, 2]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 use crate::error::{Error, Result};
 use crate::expr::AudienceSpec;
 use crate::intern::Interner;
-use crate::registry::{AbTest, Platform, Registry, Segment, Vendor, BUCKETS, NONE};
+use crate::registry::{AbTest, Platform, Registry, Segment, Vendor, BUCKETS, END, NONE};
+use crate::rid::{RidStore, SLOT};
 use croaring::{Bitmap, Portable};
 use rayon::prelude::*;
 use std::fs::{self, File};
@@ -18,7 +19,8 @@ use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"REACHSN\x01";
-const VERSION: u32 = 1;
+/// 2: registration IDs as packed slots plus a spill arena (`rid`), no alias chain stored.
+const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
 
 #[derive(Default)]
@@ -53,6 +55,12 @@ impl Writer {
     fn interner(&mut self, i: &Interner) {
         let (arena, ends) = i.parts();
         self.bytes(arena);
+        self.u32s(ends);
+    }
+    fn rids(&mut self, r: &RidStore) {
+        let (slots, spill, ends) = r.parts();
+        self.bytes(slots);
+        self.bytes(spill);
         self.u32s(ends);
     }
     fn json(&mut self, spec: &AudienceSpec) {
@@ -131,6 +139,13 @@ impl<'a> Reader<'a> {
         }
         (0..n).map(|_| self.bytes()).collect()
     }
+    /// A registration ID store's raw parts; `from_parts` indexes them.
+    fn rids(&mut self) -> Result<(&'a [u8], Vec<u8>, Vec<u32>)> {
+        let slots = self.bytes()?;
+        let spill = self.bytes()?.to_vec();
+        let ends = self.u32s()?;
+        Ok((slots, spill, ends))
+    }
     fn json(&mut self) -> Result<AudienceSpec> {
         serde_json::from_slice(self.bytes()?).map_err(|e| bad(format!("bad audience: {e}")))
     }
@@ -151,7 +166,7 @@ fn bitmap_from(raw: &[u8], capacity: usize) -> Result<Bitmap> {
 /// Encode a registry.
 pub fn encode(reg: &Registry) -> Vec<u8> {
     let mut w = Writer::default();
-    w.interner(&reg.devices);
+    w.rids(&reg.devices);
     for b in [&reg.live, &reg.online, &reg.has_mobile] {
         w.bitmap(b);
     }
@@ -161,7 +176,7 @@ pub fn encode(reg: &Registry) -> Vec<u8> {
     w.interner(&reg.tags);
     w.bitmaps(&reg.tag_bitmaps);
     w.interner(&reg.aliases);
-    w.u32s(&reg.device_alias);
+    w.u32s(&reg.alias_column());
     let mut mobiles: Vec<_> = reg.mobiles.iter().collect();
     mobiles.sort_unstable_by_key(|(d, _)| **d);
     w.u64(mobiles.len() as u64);
@@ -229,8 +244,8 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     }
     let mut r = Reader(payload);
     let mut reg = Registry::new();
-    let devices = r.interner()?;
-    let cap = devices.1.len();
+    let devices = r.rids()?;
+    let cap = devices.0.len() / SLOT;
     reg.live = r.bitmap(cap)?;
     reg.online = r.bitmap(cap)?;
     reg.has_mobile = r.bitmap(cap)?;
@@ -245,7 +260,12 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     let aliases = r.interner()?;
     // The slow parts of a load, spread over the cores: indexing the strings, decoding tags.
     let ((devices, aliases), (tags, tag_bitmaps)) = rayon::join(
-        || rayon::join(|| build(devices), || build(aliases)),
+        || {
+            rayon::join(
+                || RidStore::from_parts(devices.0, devices.1, devices.2).map_err(bad),
+                || build(aliases),
+            )
+        },
         || {
             let bms: Result<Vec<Bitmap>> = tag_bitmaps
                 .par_iter()
@@ -258,19 +278,20 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     reg.aliases = aliases?;
     reg.tags = tags?;
     reg.tag_bitmaps = tag_bitmaps?;
-    reg.device_alias = r.u32s()?;
-    if reg.device_alias.len() != cap {
+    let device_alias = r.u32s()?;
+    if device_alias.len() != cap || cap >= END as usize || reg.aliases.len() >= (END - 1) as usize {
         return Err(bad("alias column has the wrong length"));
     }
     reg.alias_head = vec![NONE; reg.aliases.len()];
     reg.alias_next = vec![NONE; cap];
-    for (d, &a) in reg.device_alias.iter().enumerate() {
+    for (d, &a) in device_alias.iter().enumerate() {
         if a != NONE {
             let head = reg
                 .alias_head
                 .get_mut(a as usize)
                 .ok_or_else(|| bad("unknown alias id"))?;
-            reg.alias_next[d] = std::mem::replace(head, d as u32);
+            let old = std::mem::replace(head, d as u32);
+            reg.alias_next[d] = if old == NONE { END | a } else { old };
         }
     }
     let n = r.u64()?;
@@ -311,6 +332,7 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     if !r.0.is_empty() {
         return Err(bad("trailing data"));
     }
+    reg.settle();
     Ok(reg)
 }
 

@@ -90,6 +90,18 @@ def base62(n: int) -> str:
             return "".join(reversed(digits))
 
 
+def rid_text(n: int) -> str:
+    """A registration ID of one of three shapes, so that both of the core's stores are used:
+    JPush's 19 lowercase hex digits (packed), hex of any length (packed from 5 to 19 digits,
+    spilled otherwise) and base62 (mixed case: spilled)."""
+    shape = n % 3
+    if shape == 0:
+        return f"{n:019x}"[-19:]
+    if shape == 1:
+        return f"{n:x}"
+    return base62(n)
+
+
 # ---- registries ---------------------------------------------------------------------------------
 
 
@@ -182,7 +194,7 @@ def scenarios(draw: st.DrawFn, max_devices: int = 300) -> Scenario:
     devices = []
     for i in range(n):
         number, attrs, fate = draw(device)
-        rid = base62(number)
+        rid = rid_text(number)
         while rid in seen:
             rid += base62(i)
         seen.add(rid)

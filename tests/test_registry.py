@@ -216,6 +216,32 @@ def test_snapshot_round_trip_and_corruption(tmp_path: Path) -> None:
         Registry.load(path)
 
 
+# Registration IDs the core packs into 10-byte slots (lowercase hex, 5 to 19 characters) and
+# ones it keeps as strings (rust/rid.rs), side by side in one registry.
+PACKED_RIDS = ("1507bfd3f7c466c3b57", "00000", "abcdef0123456789abc", "0000000000000000000")
+SPILLED_RIDS = ("1507BFD3F7C466C3B57", "1507bfd3f7c466c3b57a", "abcd", "0", "rid_1", "深圳rid")
+
+
+def test_packed_and_spilled_registration_ids_mix(tmp_path: Path) -> None:
+    reg = Registry()
+    rids = [r for pair in zip(PACKED_RIDS, SPILLED_RIDS, strict=False) for r in pair]
+    rids += SPILLED_RIDS[len(PACKED_RIDS) :]
+    for i, rid in enumerate(rids):
+        assert reg.upsert(rid, "android", tags=["t"], alias=f"u{i % 3}") == i
+    path = tmp_path / "reg.snap"
+    reg.save(path)
+    for r in (reg, Registry.load(path)):
+        assert [r.device_id(rid) for rid in rids] == list(range(len(rids)))
+        assert r.resolve_audience({"tag": ["t"]}).registration_ids() == rids
+        want = [rids[0], rids[3], rids[5]]  # packed, too long to pack, too short to pack
+        got = r.resolve_audience({"registration_id": [*want, "1507bfd3f7c466c3b58", "ABCD"]})
+        assert sorted(got.registration_ids()) == sorted(want)
+        assert r.device(rids[1]) == {**(r.device(rids[1]) or {}), "registration_id": rids[1]}
+    assert reg.delete(PACKED_RIDS[0]) and reg.delete(SPILLED_RIDS[0])
+    assert reg.device_id(PACKED_RIDS[0]) is None
+    assert reg.upsert(SPILLED_RIDS[0], "ios") == rids.index(SPILLED_RIDS[0])
+
+
 def test_pyroaring_interop() -> None:
     pyroaring = pytest.importorskip("pyroaring")
     reg = small()

@@ -44,7 +44,13 @@ from test_properties import (
 TAGS = BASE_TAGS[:10]  # a small pool, so that tags are shared and edits collide
 ALIASES = BASE_ALIASES[:4]
 
-new_rids = rid_numbers.map(lambda n: "r" + base62(n % 62**3))  # small space: some upserts repeat
+# Small spaces, so that some upserts repeat; base62 IDs are spilled, short and JPush-shaped hex
+# ones packed (see rust/rid.rs).
+new_rids = st.one_of(
+    rid_numbers.map(lambda n: "r" + base62(n % 62**3)),
+    rid_numbers.map(lambda n: f"{n % 4096:05x}"),
+    rid_numbers.map(lambda n: f"{n % 4096:019x}"),
+)
 attrs = device_attrs(TAGS, ALIASES)
 tag_lists = st.lists(st.sampled_from(TAGS), min_size=1, max_size=3, unique=True)
 

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "NAME_MAX_BYTES",
     "PLATFORMS",
     "SMALL_THRESHOLD_DEFAULT",
     "UMS_CHANNEL_TYPES",
@@ -19,6 +20,7 @@ __all__ = [
     "UmsResolution",
     "__version__",
     "_set_small_threshold",
+    "audience_values",
 ]
 __version__: str
 
@@ -28,6 +30,14 @@ VENDORS: tuple[str, ...]
 """Android vendor channels; code 0 is none (own long connection), code i+1 is VENDORS[i]."""
 
 SMALL_THRESHOLD_DEFAULT: int
+NAME_MAX_BYTES: int
+"""The longest tag or alias, in UTF-8 bytes."""
+
+def audience_values(values: Sequence[object], rule: str) -> tuple[str, ...]:
+    """The distinct values of a list or tuple, first-seen order, each checked against ``rule``
+    (``"name"``: tags and aliases; ``"registration_id"``). The first value that breaks it raises
+    ``ValueError(index, why)``, ``why`` one of ``"type"``, ``"empty"``, ``"chars"``, ``"bytes"``,
+    ``"registration_id"``."""
 
 def _set_small_threshold(n: int) -> None:
     """Set the result size below which evaluation uses id lists (tests only)."""

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from reach import _core
 from reach.errors import PushError
 
 __all__ = [
@@ -65,19 +66,11 @@ _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 _INT64_MAX: Final = 2**63 - 1
 
-_NAME_MAX_BYTES: Final = 40  # tag and alias, UTF-8 bytes
-# Letters are ASCII only; "kanji" is read as the CJK ideograph blocks (URO, Ext. A, compatibility
+_NAME_MAX_BYTES: Final = _core.NAME_MAX_BYTES  # tag and alias, UTF-8 bytes
+# The characters of tags and aliases and of registration IDs are checked in the core
+# (`audience_values`, one pass over a whole array, ~10 ns a value); its rules: letters are
+# ASCII only; "kanji" is read as the CJK ideograph blocks (URO, Ext. A, compatibility
 # ideographs, Ext. B). The seed's special characters are @!#$&*+=.| (its trailing "$." repeats $).
-_NAME_CHAR: Final = (
-    r"[A-Za-z0-9_@!#$&*+=.|\u4E00-\u9FFF\u3400-\u4DBF\uF900-\uFAFF\U00020000-\U0002A6DF]"
-)
-_NAME_RE: Final = re.compile(_NAME_CHAR + "+")
-_REGISTRATION_ID_RE: Final = re.compile(r"[A-Za-z0-9]{1,64}")
-# Whole arrays of ASCII names or registration IDs at once: one regex pass over the values joined
-# by newlines (1000 aliases in ~0.1 ms instead of ~1 ms value by value). Any miss falls back to
-# the per-value checks, which name the offending value.
-_ASCII_NAMES_RE: Final = re.compile(rf"{_NAME_CHAR}{{1,40}}(?:\n{_NAME_CHAR}{{1,40}})*")
-_ASCII_IDS_RE: Final = re.compile(r"[A-Za-z0-9]{1,64}(?:\n[A-Za-z0-9]{1,64})*")
 _BADGE_RE: Final = re.compile(r"[+-]?[0-9]{1,10}")  # "+1", "-1", "5"; [0-9], not \d (Unicode)
 
 _TTL_MAX: Final = 864000  # 10 days
@@ -630,84 +623,65 @@ def _audience_values(value: object, name: str) -> tuple[str, ...]:
     limit, rule = _AUDIENCE_RULES[name]
     if len(value) > limit:
         raise PushError(1003, f"{where} has {len(value)} values; at most {limit} are allowed")
-    if _all_valid_ascii(value, rule):
-        return tuple(dict.fromkeys(value))
+    if rule in ("name", "registration_id"):
+        try:
+            return _core.audience_values(value, rule)
+        except ValueError as refused:
+            i, why = refused.args
+            raise PushError(1003, _refusal(f"{where}[{i}]", value[i], why)) from None
     for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise PushError(1003, f"{where}[{i}] must be a string, got {_show(item)}")
-        if not item:
-            raise PushError(1003, f"{where}[{i}]: {_NULL_VALUE_MESSAGE}")
-        if rule is not None:
-            rule(item, f"{where}[{i}]")
+        why = _id_refusal(item, rule)
+        if why is not None:
+            raise PushError(1003, _refusal(f"{where}[{i}]", item, why))
     return tuple(dict.fromkeys(value))
 
 
-def _all_valid_ascii(value: Sequence[object], rule: Callable[[str, str], None] | None) -> bool:
-    """Whether every value is an ASCII string that ``rule`` accepts, checked in one pass."""
-    if rule is None or not value:
-        return False
-    patterns: dict[Callable[[str, str], None], re.Pattern[str]] = {
-        _check_name: _ASCII_NAMES_RE,
-        _check_registration_id: _ASCII_IDS_RE,
-    }
-    pattern = patterns.get(rule)
-    if pattern is None:
-        return False
-    try:
-        joined = "\n".join(value)  # type: ignore[arg-type]  # a non-str raises TypeError
-    except TypeError:
-        return False
-    # The count rules out a newline inside a value posing as a separator.
-    return (
-        joined.isascii()
-        and joined.count("\n") == len(value) - 1
-        and pattern.fullmatch(joined) is not None
-    )
-
-
-def _check_name(value: str, where: str) -> None:
-    """Tags and aliases: allowed characters only, at most 40 UTF-8 bytes."""
-    # Characters first: that also rules out lone surrogates before encoding.
-    if _NAME_RE.fullmatch(value) is None:
-        raise PushError(
-            1003,
-            f"{where}: {_show(value)} may only contain letters a-z A-Z, digits, _, "
-            "CJK ideographs and @!#$&*+=.|",
-        )
-    size = _utf8_len(value)
-    if size > _NAME_MAX_BYTES:
-        raise PushError(
-            1003,
-            f"{where}: {_show(value)} is {size} bytes; at most {_NAME_MAX_BYTES} UTF-8 bytes",
-        )
-
-
-def _check_registration_id(value: str, where: str) -> None:
-    """Registration IDs: 1 to 64 ASCII letters and digits."""
-    if _REGISTRATION_ID_RE.fullmatch(value) is None:
-        raise PushError(
-            1003,
-            f"{where}: {_show(value)} is not a registration ID (1 to 64 ASCII letters and digits)",
-        )
-
-
-def _check_abtest(value: str, where: str) -> None:
-    """A/B test IDs: ``test`` or ``test:group``, both parts non-empty."""
+def _id_refusal(value: object, rule: str | None) -> str | None:
+    """Why a segment or A/B test ID is refused, or None. An A/B test ID is ``test`` or
+    ``test:group``, both parts non-empty."""
+    if not isinstance(value, str):
+        return "type"
+    if not value:
+        return "empty"
     parts = value.split(":")
-    if len(parts) > 2 or not all(parts):
-        raise PushError(1003, f'{where}: {_show(value)} must be "test" or "test:group"')
+    if rule == "abtest" and (len(parts) > 2 or not all(parts)):
+        return "abtest"
+    return None
+
+
+def _refusal(where: str, value: object, why: str) -> str:
+    """The vendor message for an audience value refused for reason ``why`` (the core's names:
+    ``type``, ``empty``, ``chars``, ``bytes``, ``registration_id``; and ``abtest``)."""
+    if why == "type":
+        return f"{where} must be a string, got {_show(value)}"
+    if why == "empty":
+        return f"{where}: {_NULL_VALUE_MESSAGE}"
+    assert isinstance(value, str)
+    if why == "chars":
+        return (
+            f"{where}: {_show(value)} may only contain letters a-z A-Z, digits, _, "
+            "CJK ideographs and @!#$&*+=.|"
+        )
+    if why == "bytes":
+        size = _utf8_len(value)
+        return f"{where}: {_show(value)} is {size} bytes; at most {_NAME_MAX_BYTES} UTF-8 bytes"
+    if why == "registration_id":
+        rule = "1 to 64 ASCII letters and digits"
+        return f"{where}: {_show(value)} is not a registration ID ({rule})"
+    return f'{where}: {_show(value)} must be "test" or "test:group"'
 
 
 # Per audience type: the most values an array may hold (seed 001, "Push Target") and the rule each
-# value must pass beyond being a non-empty string (a segment ID may be any non-empty string).
-_AUDIENCE_RULES: Final[dict[str, tuple[int, Callable[[str, str], None] | None]]] = {
-    "tag": (20, _check_name),
-    "tag_and": (20, _check_name),
-    "tag_not": (20, _check_name),
-    "alias": (1000, _check_name),
-    "registration_id": (1000, _check_registration_id),
+# value must pass beyond being a non-empty string (a segment ID may be any non-empty string):
+# the core's "name" (tags, aliases) or "registration_id" rule, or "abtest".
+_AUDIENCE_RULES: Final[dict[str, tuple[int, str | None]]] = {
+    "tag": (20, "name"),
+    "tag_and": (20, "name"),
+    "tag_not": (20, "name"),
+    "alias": (1000, "name"),
+    "registration_id": (1000, "registration_id"),
     "segment": (1, None),
-    "abtest": (1, _check_abtest),
+    "abtest": (1, "abtest"),
 }
 
 
