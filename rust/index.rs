@@ -47,38 +47,7 @@ fn mask_for(max_entries: usize) -> u32 {
     ((1u64 << bits) - 1) as u32
 }
 
-/// Ask the kernel to back the 2 MiB-aligned interior of `v` with 2 MiB pages, now (Linux with
-/// transparent huge pages; best effort: refusals are ignored, and it is a no-op elsewhere).
-/// Why: a request's look-ups land at random in per-device tables of hundreds of megabytes;
-/// with 4 KiB pages nearly every one of them also misses the TLB and waits for a page walk.
-pub fn advise_huge<T>(v: &[T]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = v.as_ptr() as usize;
-        let end = start + std::mem::size_of_val(v);
-        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if hi > lo {
-            // SAFETY: the range lies inside `v`'s allocation; these advices change how its
-            // pages are backed, never their contents.
-            unsafe {
-                let p = lo as *mut libc::c_void;
-                libc::madvise(p, hi - lo, libc::MADV_HUGEPAGE);
-                #[cfg(target_env = "gnu")]
-                libc::madvise(p, hi - lo, libc::MADV_COLLAPSE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
-}
-
 impl IdIndex {
-    /// See `advise_huge`.
-    pub fn advise_huge(&self) {
-        advise_huge(&self.slots);
-    }
-
     /// Number of ids indexed.
     pub fn len(&self) -> usize {
         self.len

@@ -7,7 +7,7 @@
 //! - the hash index (`IdIndex`) stores only ids; hashes are recomputed from the arena when it
 //!   grows.
 
-use crate::index::{advise_huge, prefetch, IdIndex};
+use crate::index::{prefetch, IdIndex};
 use hashbrown::DefaultHashBuilder;
 use rayon::prelude::*;
 use std::hash::BuildHasher;
@@ -192,14 +192,11 @@ impl Interner {
         Ok(out)
     }
 
-    /// Back the big tables with 2 MiB pages (`index::advise_huge`), and give back the unused
-    /// capacity of the arena and offsets (bulk loads grow them by doubling).
-    pub fn settle(&mut self) {
+    /// Give back the unused capacity of the arena and offsets (bulk loads grow them by
+    /// doubling).
+    pub fn shrink_to_fit(&mut self) {
         self.arena.shrink_to_fit();
         self.ends.shrink_to_fit();
-        advise_huge(&self.arena);
-        advise_huge(&self.ends);
-        self.index.advise_huge();
     }
 
     /// Heap bytes used (arena, offsets, hash index).

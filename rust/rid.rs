@@ -15,7 +15,7 @@
 //!   string is spilled exactly when `pack` refuses it, so every ID has one representation;
 //! - the index hashes the packed slot of a packed ID and the UTF-8 bytes of a spilled one.
 
-use crate::index::{advise_huge, prefetch, IdIndex};
+use crate::index::{prefetch, IdIndex};
 use crate::intern::MAX_ARENA;
 use hashbrown::DefaultHashBuilder;
 use rayon::prelude::*;
@@ -354,11 +354,9 @@ impl RidStore {
         Ok(out)
     }
 
-    /// Back the slots and the index with 2 MiB pages (`index::advise_huge`).
-    pub fn settle(&mut self) {
+    /// Give back the unused capacity of the slots.
+    pub fn shrink_to_fit(&mut self) {
         self.slots.shrink_to_fit();
-        advise_huge(&self.slots);
-        self.index.advise_huge();
     }
 
     /// Heap bytes used (slots, spill arena and offsets, hash index).
