@@ -3,12 +3,14 @@
 //! The flow of a request: a validated audience (`expr::AudienceSpec`, built at the Python edge)
 //! is compiled against the registry (`expr`), evaluated over roaring bitmaps (`eval`), and split
 //! into delivery batches (`route`). `registry` holds the devices, `snapshot` saves and loads it,
-//! `load` is the bulk import path. Only `py` knows about Python.
+//! `load` is the bulk import path (`jsonl` reads its JSON Lines format). Only `py` knows about
+//! Python.
 
 pub mod error;
 pub mod eval;
 pub mod expr;
 pub mod intern;
+mod jsonl;
 pub mod load;
 pub mod registry;
 pub mod route;

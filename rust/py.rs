@@ -6,7 +6,7 @@
 use crate::error::Error;
 use crate::eval::{self, Step};
 use crate::expr::{self, AudienceSpec};
-use crate::load::Arrays;
+use crate::load::{self, Arrays};
 use crate::registry::{Platform, Registry, Vendor};
 use crate::{route, snapshot};
 use croaring::{Bitmap, Portable};
@@ -262,7 +262,7 @@ impl PyRegistry {
 
     fn load_jsonl(&self, py: Python<'_>, path: PathBuf) -> PyResult<usize> {
         py.detach(|| {
-            let data = std::fs::read(&path)?;
+            let data = load::read_file(&path)?;
             self.inner.write().load_jsonl(&data)
         })
         .or_raise(py)
