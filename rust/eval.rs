@@ -9,6 +9,7 @@
 //! id list and every further operand is applied by membership tests, which cost a few
 //! nanoseconds per id instead of an allocation and a merge per container.
 
+use crate::chunked;
 use crate::expr::{Expr, Operand, Term};
 use croaring::Bitmap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -228,9 +229,22 @@ fn plan(expr: Expr<'_>) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 /// assert_eq!(steps.last().unwrap().result, 1);
 /// ```
 ///
+/// When chunking is on (`chunked::set_chunking`, off by default), a large audience is
+/// evaluated range of keys by range of keys on all cores, except when traced.
+pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
+    if trace.is_none() {
+        if let Some(ranges) = chunked::ranges(&expr) {
+            return chunked::evaluate(&expr, &ranges);
+        }
+    }
+    evaluate_whole(expr, trace)
+}
+
+/// `evaluate` over all keys at once.
+///
 /// Unions that the plan will build whole (the running set cannot get small enough to probe
 /// them) are built on another core while this one runs the intersections and subtractions.
-pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
+pub(crate) fn evaluate_whole(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
     let (pos, neg) = plan(expr);
     let mut pos = pos.into_iter();
     let (first, first_size) = pos

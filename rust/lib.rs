@@ -6,6 +6,7 @@
 //! `load` is the bulk import path (`jsonl` reads its JSON Lines format). Only `py` knows about
 //! Python.
 
+pub mod chunked;
 pub mod error;
 pub mod eval;
 pub mod expr;

@@ -8,7 +8,7 @@ use crate::eval::{self, Step};
 use crate::expr::{self, AudienceSpec};
 use crate::load::{self, Arrays};
 use crate::registry::{Platform, Registry, Vendor};
-use crate::{route, snapshot};
+use crate::{chunked, route, snapshot};
 use croaring::{Bitmap, Portable};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use parking_lot::RwLock;
@@ -574,10 +574,20 @@ fn _set_small_threshold(n: u64) {
     eval::set_small_threshold(n);
 }
 
+/// Test and benchmark hook: chunk-by-chunk evaluation (`chunked::set_chunking`).
+#[pyfunction]
+fn _set_chunking(ranges_per_core: u64, min_ids: u64) {
+    chunked::set_chunking(ranges_per_core, min_ids);
+}
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SMALL_THRESHOLD_DEFAULT", eval::SMALL)?;
+    m.add(
+        "CHUNKING_DEFAULT",
+        (chunked::RANGES_PER_CORE_DEFAULT, chunked::MIN_IDS_DEFAULT),
+    )?;
     let py = m.py();
     m.add(
         "PLATFORMS",
@@ -591,5 +601,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResolution>()?;
     m.add_class::<PyBatch>()?;
     m.add_function(wrap_pyfunction!(_set_small_threshold, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_chunking, m)?)?;
     Ok(())
 }
