@@ -157,10 +157,10 @@ static MIN_IDS: AtomicU64 = AtomicU64::new(MIN_IDS_DEFAULT);
 /// "Chunked evaluation"): on one core a split evaluation costs what the whole one costs
 /// (CRoaring already walks the operands container by container, and whole intermediates of
 /// 10M devices stay in cache), so all it brings is the second core; that made the wide, or20
-/// and and5 requests ~30% faster when the second core was idle, and 5-25% slower when other
-/// work held it. Turned on, about 8 ranges per core measured best: the cores even out (ranges
-/// differ in work) while each range still spans several containers (a range costs a plan and
-/// a join).
+/// and and5 requests ~30% faster when the second core was idle, and up to 30% slower when
+/// other work held it. Turned on, about 8 ranges per core measured best: the cores even out
+/// (ranges differ in work) while each range still spans several containers (a range costs a
+/// plan and a join).
 pub const RANGES_PER_CORE_DEFAULT: u64 = 0;
 /// Below a quarter million ids in its smallest positive operand, an audience is evaluated
 /// whole (the id-list path of `eval` is faster than any split).
