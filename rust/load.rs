@@ -58,6 +58,7 @@ impl Columns<'_> {
 /// Read a whole file, its parts on all cores: a bulk load reads hundreds of megabytes, and
 /// one core copying them out of the page cache (and faulting in the buffer) was a seventh of
 /// a JSON Lines import.
+#[cfg(unix)]
 pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     const PART: usize = 8 << 20;
@@ -70,6 +71,12 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
         .enumerate()
         .try_for_each(|(k, part)| file.read_exact_at(part, (k * PART) as u64))?;
     Ok(data)
+}
+
+/// Read a whole file (positioned reads from several threads are a Unix API).
+#[cfg(not(unix))]
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    Ok(std::fs::read(path)?)
 }
 
 /// A refusal of a bulk load at `line`, with the message of `e` (without its code).
@@ -531,6 +538,15 @@ mod tests {
         }
         assert_eq!(r.capacity(), 0);
         assert!(r.tag_names().is_empty());
+    }
+
+    #[test]
+    fn read_file_reads_every_part_in_place() {
+        let data: Vec<u8> = (0..(20 << 20) + 3).map(|i: u32| (i % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        assert_eq!(read_file(f.path()).unwrap(), data);
+        assert!(read_file(&f.path().with_extension("missing")).is_err());
     }
 
     #[test]
