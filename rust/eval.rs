@@ -11,6 +11,7 @@
 //! registration IDs), the whole plan is such a list (`filter_ids`): the request's own id lists
 //! are merged first, and the bitmap filters are ordered by how many ids they drop on a sample.
 
+use crate::chunked;
 use crate::expr::{Expr, Operand, Term};
 use crate::probe::{retain_in_any, retain_members};
 use croaring::Bitmap;
@@ -250,9 +251,22 @@ fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 /// assert_eq!(steps.last().unwrap().result, 1);
 /// ```
 ///
+/// When chunking is on (`chunked::set_chunking`, off by default), a large audience is
+/// evaluated range of keys by range of keys on all cores, except when traced.
+pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
+    if trace.is_none() {
+        if let Some(ranges) = chunked::ranges(&expr) {
+            return chunked::evaluate(&expr, &ranges);
+        }
+    }
+    evaluate_whole(expr, trace)
+}
+
+/// `evaluate` over all keys at once.
+///
 /// Unions that the plan will build whole (the running set cannot get small enough to probe
 /// them) are built on another core while this one runs the intersections and subtractions.
-pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
+pub(crate) fn evaluate_whole(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
     let (pos, neg) = plan(expr, trace.is_some());
     let mut pos = pos.into_iter();
     let (first, first_size) = pos

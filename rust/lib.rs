@@ -3,13 +3,16 @@
 //! The flow of a request: a validated audience (`expr::AudienceSpec`, built at the Python edge)
 //! is compiled against the registry (`expr`), evaluated over roaring bitmaps (`eval`), and split
 //! into delivery batches (`route`). `registry` holds the devices, `snapshot` saves and loads it,
-//! `load` is the bulk import path. Only `py` knows about Python.
+//! `load` is the bulk import path (`jsonl` reads its JSON Lines format). Only `py` knows about
+//! Python.
 
+pub mod chunked;
 pub mod error;
 pub mod eval;
 pub mod expr;
 pub mod index;
 pub mod intern;
+mod jsonl;
 pub mod load;
 pub mod probe;
 pub mod registry;

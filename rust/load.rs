@@ -5,206 +5,82 @@
 //! sorted batch each instead of one insertion per membership.
 
 use crate::error::{Error, Result};
+use crate::jsonl;
 use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS, NONE};
-use hashbrown::HashMap;
 use rayon::prelude::*;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use std::borrow::Cow;
-use std::fmt;
 
-/// Devices in columns; row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`
-/// (registry tag ids).
+/// Devices in columns: one part of a load (a slice of a JSON Lines file, or numpy arrays).
+/// Row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`, indices into the part's
+/// own list of tag names (`Registry::apply_columns` is given the registry id of each).
+/// Strings are borrowed from the input, or owned when the input spelled them with escapes.
 pub struct Columns<'a> {
-    pub rid: Vec<&'a str>,
+    pub rid: Vec<Cow<'a, str>>,
     pub platform: Vec<Platform>,
     pub vendor: Vec<Option<Vendor>>,
     pub tag_indptr: Vec<usize>,
     pub tag_ids: Vec<u32>,
-    pub alias: Vec<Option<&'a str>>,
-    pub mobile: Vec<Option<&'a str>>,
+    pub alias: Vec<Option<Cow<'a, str>>>,
+    pub mobile: Vec<Option<Cow<'a, str>>>,
     pub online: Vec<bool>,
 }
 
-/// A JSON string, borrowed from the input unless it has escapes.
-struct Str<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Str<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(
-                self,
-                v: &'de str,
-            ) -> std::result::Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
+impl Default for Columns<'_> {
+    fn default() -> Self {
+        Columns {
+            rid: Vec::new(),
+            platform: Vec::new(),
+            vendor: Vec::new(),
+            tag_indptr: vec![0],
+            tag_ids: Vec::new(),
+            alias: Vec::new(),
+            mobile: Vec::new(),
+            online: Vec::new(),
         }
-        d.deserialize_str(V)
     }
 }
 
-/// The device lines of one slice of a JSON Lines file, in columns: no allocation per line
-/// beyond strings with escapes (a chunk is parsed on its own thread).
-#[derive(Default)]
-struct Chunk<'a> {
-    rid: Vec<Cow<'a, str>>,
-    platform: Vec<Platform>,
-    vendor: Vec<Option<Vendor>>,
-    /// Each membership as an index into `tag_names` (the chunk's distinct tags), so that the
-    /// registry's tag index is searched once per distinct tag, not once per membership.
-    tags: Vec<u32>,
-    tag_ends: Vec<usize>,
-    tag_names: Vec<Cow<'a, str>>,
-    tag_index: HashMap<Cow<'a, str>, u32>,
-    alias: Vec<Option<Cow<'a, str>>>,
-    mobile: Vec<Option<Cow<'a, str>>>,
-    online: Vec<bool>,
-}
+impl Columns<'_> {
+    pub fn len(&self) -> usize {
+        self.rid.len()
+    }
 
-/// Deserializes one line's object into the chunk's columns.
-struct LineSeed<'c, 'a>(&'c mut Chunk<'a>);
+    pub fn is_empty(&self) -> bool {
+        self.rid.is_empty()
+    }
 
-/// Appends a JSON array of tag strings to the chunk's tag column.
-struct TagsSeed<'c, 'a>(&'c mut Chunk<'a>);
-
-impl<'de> DeserializeSeed<'de> for TagsSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_seq(self)
+    /// The part's tag indices of row `i`.
+    fn tags(&self, i: usize) -> &[u32] {
+        &self.tag_ids[self.tag_indptr[i]..self.tag_indptr[i + 1]]
     }
 }
 
-impl<'de> Visitor<'de> for TagsSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of tag strings")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-        let c = self.0;
-        while let Some(Str(t)) = seq.next_element()? {
-            let local = match c.tag_index.get(&t) {
-                Some(&l) => l,
-                None => {
-                    check_key("tag", &t).map_err(de::Error::custom)?;
-                    let l = c.tag_names.len() as u32;
-                    c.tag_names.push(t.clone());
-                    c.tag_index.insert(t, l);
-                    l
-                }
-            };
-            c.tags.push(local);
-        }
-        Ok(())
-    }
+/// Read a whole file, its parts on all cores: a bulk load reads hundreds of megabytes, and
+/// one core copying them out of the page cache (and faulting in the buffer) was a seventh of
+/// a JSON Lines import.
+#[cfg(unix)]
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    const PART: usize = 8 << 20;
+    let file = std::fs::File::open(path)?;
+    let len =
+        usize::try_from(file.metadata()?.len()).map_err(|_| Error::Io("file too large".into()))?;
+    // Zeroed pages come from the kernel untouched; the reads below fault them in in parallel.
+    let mut data = vec![0u8; len];
+    data.par_chunks_mut(PART)
+        .enumerate()
+        .try_for_each(|(k, part)| file.read_exact_at(part, (k * PART) as u64))?;
+    Ok(data)
 }
 
-impl<'de> DeserializeSeed<'de> for LineSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
+/// Read a whole file (positioned reads from several threads are a Unix API).
+#[cfg(not(unix))]
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    Ok(std::fs::read(path)?)
 }
 
-impl<'de> Visitor<'de> for LineSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a device object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        let c = self.0;
-        let (mut rid, mut platform, mut vendor, mut alias, mut mobile, mut online) =
-            (None, None, None, None, None, None);
-        let mut seen_tags = false;
-        while let Some(Str(key)) = map.next_key()? {
-            let dup = match key.as_ref() {
-                "registration_id" => rid.replace(map.next_value::<Str>()?.0).is_some(),
-                "platform" => platform.replace(map.next_value::<Str>()?.0).is_some(),
-                "vendor" => vendor.replace(map.next_value::<Option<Str>>()?).is_some(),
-                "alias" => alias.replace(map.next_value::<Option<Str>>()?).is_some(),
-                "mobile" => mobile.replace(map.next_value::<Option<Str>>()?).is_some(),
-                "online" => online.replace(map.next_value::<bool>()?).is_some(),
-                "tags" => {
-                    map.next_value_seed(TagsSeed(&mut *c))?;
-                    std::mem::replace(&mut seen_tags, true)
-                }
-                other => return Err(de::Error::unknown_field(other, FIELDS)),
-            };
-            if dup {
-                return Err(de::Error::custom(format!("duplicate field `{key}`")));
-            }
-        }
-        let rid = rid.ok_or_else(|| de::Error::missing_field("registration_id"))?;
-        let platform = platform.ok_or_else(|| de::Error::missing_field("platform"))?;
-        let platform = Platform::parse(&platform).map_err(de::Error::custom)?;
-        let vendor = match vendor.flatten() {
-            Some(Str(v)) => Some(Vendor::parse(&v).map_err(de::Error::custom)?),
-            None => None,
-        };
-        let alias = alias.flatten().map(|s| s.0);
-        let mobile = mobile.flatten().map(|s| s.0);
-        Registry::check_record(
-            &rid,
-            platform,
-            vendor,
-            &[], // each distinct tag was checked when first seen
-            alias.as_deref(),
-            mobile.as_deref(),
-        )
-        .map_err(de::Error::custom)?;
-        c.rid.push(rid);
-        c.platform.push(platform);
-        c.vendor.push(vendor);
-        c.tag_ends.push(c.tags.len());
-        c.alias.push(alias);
-        c.mobile.push(mobile);
-        c.online.push(online.unwrap_or(false));
-        Ok(())
-    }
-}
-
-const FIELDS: &[&str] = &[
-    "registration_id",
-    "platform",
-    "vendor",
-    "tags",
-    "alias",
-    "mobile",
-    "online",
-];
-
-/// Parse numbered lines into one chunk; an error names its line (1-based).
-fn parse_chunk<'a>(lines: &[(usize, &'a [u8])]) -> Result<Chunk<'a>> {
-    let mut c = Chunk::default();
-    for &(i, line) in lines {
-        let mut de = serde_json::Deserializer::from_slice(line);
-        LineSeed(&mut c)
-            .deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|e| Error::Load {
-                line: i + 1,
-                message: clean(e.to_string()),
-            })?;
-    }
-    Ok(c)
-}
-
-/// serde_json appends the position within the line; the line number says enough.
-fn clean(m: String) -> String {
-    match m.rfind(" at line ") {
-        Some(i) => m[..i].to_owned(),
-        None => m,
-    }
-}
-
-fn load_error(line: usize, e: Error) -> Error {
+/// A refusal of a bulk load at `line`, with the message of `e` (without its code).
+pub(crate) fn load_error(line: usize, e: Error) -> Error {
     let message = match e {
         Error::Invalid { message, .. } => message,
         other => other.to_string(),
@@ -212,84 +88,83 @@ fn load_error(line: usize, e: Error) -> Error {
     Error::Load { line, message }
 }
 
+/// One part of a load and the registry tag id of each of its tag indices.
+type Part<'c, 'a> = (&'c Columns<'a>, Vec<u32>);
+
+/// Rows `rows` of part `part` (the unit of parallel work).
+struct Rows {
+    part: usize,
+    rows: std::ops::Range<usize>,
+}
+
 impl Registry {
     /// Load JSON Lines device records (blank lines are skipped); returns the number loaded.
     /// A repeated registration ID is an upsert: the last line wins.
     pub fn load_jsonl(&mut self, data: &[u8]) -> Result<usize> {
-        const CHUNK: usize = 16 * 1024;
-        let mut lines: Vec<(usize, &[u8])> = Vec::with_capacity(data.len() / 128);
-        let mut start = 0;
-        for (i, end) in memchr::memchr_iter(b'\n', data)
-            .chain([data.len()])
-            .enumerate()
-        {
-            let line = &data[start..end];
-            start = end + 1;
-            if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                lines.push((i, line));
-            }
-        }
-        let chunks: Vec<Chunk> = lines
-            .par_chunks(CHUNK)
-            .map(parse_chunk)
-            .collect::<Result<_>>()?;
-        let n = lines.len();
-        let mut cols = Columns {
-            rid: Vec::with_capacity(n),
-            platform: Vec::with_capacity(n),
-            vendor: Vec::with_capacity(n),
-            tag_indptr: Vec::with_capacity(n + 1),
-            tag_ids: Vec::new(),
-            alias: Vec::with_capacity(n),
-            mobile: Vec::with_capacity(n),
-            online: Vec::with_capacity(n),
-        };
-        cols.tag_indptr.push(0);
-        for c in &chunks {
-            cols.rid.extend(c.rid.iter().map(|r| r.as_ref()));
-            cols.platform.extend_from_slice(&c.platform);
-            cols.vendor.extend_from_slice(&c.vendor);
-            cols.alias.extend(c.alias.iter().map(|a| a.as_deref()));
-            cols.mobile.extend(c.mobile.iter().map(|m| m.as_deref()));
-            cols.online.extend_from_slice(&c.online);
-            let global: Vec<u32> = c.tag_names.iter().map(|t| self.intern_tag(t)).collect();
-            let base = cols.tag_ids.len();
-            cols.tag_ids
-                .extend(c.tags.iter().map(|&l| global[l as usize]));
-            cols.tag_indptr.extend(c.tag_ends.iter().map(|e| base + e));
-        }
-        self.apply_columns(&cols)
+        let chunks = jsonl::parse(data)?;
+        let parts: Vec<Part> = chunks
+            .iter()
+            .map(|c| {
+                let names = &c.tag_names.names;
+                let ids = (0..names.len() as u32).map(|l| self.intern_tag(names.get(l)));
+                (&c.cols, ids.collect())
+            })
+            .collect();
+        self.apply_columns(&parts)
     }
 
     /// Load devices from columnar arrays (numpy); all or nothing. Returns the number of rows.
     pub fn load_arrays(&mut self, a: Arrays) -> Result<usize> {
         let names = a.tag_names;
-        let mut cols = Columns::from_arrays(a)?;
-        let global: Vec<u32> = names.iter().map(|t| self.intern_tag(t)).collect();
-        for t in &mut cols.tag_ids {
-            *t = global[*t as usize];
-        }
-        self.apply_columns(&cols)
+        let cols = Columns::from_arrays(a)?;
+        let ids = names.iter().map(|t| self.intern_tag(t)).collect();
+        self.apply_columns(&[(&cols, ids)])
     }
 
-    /// Apply validated columns; returns the number of rows.
-    pub fn apply_columns(&mut self, cols: &Columns) -> Result<usize> {
-        let n = cols.rid.len();
-        let bytes: usize = cols.rid.iter().map(|r| r.len()).sum();
+    /// Apply validated columns, part after part as if one; returns the number of rows.
+    pub fn apply_columns(&mut self, parts: &[Part]) -> Result<usize> {
+        let n: usize = parts.iter().map(|(c, _)| c.len()).sum();
+        let bytes: usize = parts
+            .iter()
+            .flat_map(|(c, _)| &c.rid)
+            .map(|r| r.len())
+            .sum();
         if !self.fits(n, bytes) {
             return Err(Error::invalid("registry is full"));
         }
-        let first_new = self.devices.len() as u32;
         self.devices.reserve(n);
-        let mut acc = Pending::new(self.tag_bitmaps.len());
-        let hashes: Vec<u64> = cols.rid.par_iter().map(|r| self.devices.hash(r)).collect();
-        let alias_hashes: Vec<Option<u64>> = cols
-            .alias
-            .par_iter()
-            .map(|a| a.map(|a| self.aliases.hash(a)))
+        // Hashes on all cores.
+        let hashes: Vec<(Vec<u64>, Vec<Option<u64>>)> = parts
+            .iter()
+            .map(|(c, _)| {
+                let rid = c.rid.par_iter().map(|r| self.devices.hash(r)).collect();
+                let alias = c
+                    .alias
+                    .par_iter()
+                    .map(|a| Some(self.aliases.hash(a.as_ref()?)));
+                (rid, alias.collect())
+            })
             .collect();
-        // Registration IDs and aliases are interned into separate tables: one core each.
-        let (interned, alias_ids) = {
+        let (new_aliases, alias_bytes) = self.new_aliases(parts, &hashes);
+        self.aliases.reserve(new_aliases, alias_bytes);
+        // A row that created its device (the first line of a new registration ID) only adds
+        // memberships: they are gathered range of rows by range of rows once the registration
+        // IDs are interned.
+        let tags = self.tag_bitmaps.len();
+        let per_range = (n / (4 * rayon::current_num_threads())).max(1 << 16);
+        let ranges: Vec<Rows> = (0..parts.len())
+            .flat_map(|part| {
+                let len = parts[part].0.len();
+                (0..len).step_by(per_range).map(move |lo| Rows {
+                    part,
+                    rows: lo..(lo + per_range).min(len),
+                })
+            })
+            .collect();
+        // Registration IDs and aliases are interned into separate tables, one core each; the
+        // aliases take longer (more look-ups that hit), so the gathering follows the
+        // registration IDs on their core, and spreads to both when the aliases are done.
+        let ((interned, pending), alias_ids) = {
             let Registry {
                 devices,
                 aliases,
@@ -298,76 +173,111 @@ impl Registry {
             } = &mut *self;
             rayon::join(
                 || {
+                    // Each part's index slots are prefetched a few keys ahead.
                     const AHEAD: usize = 16;
-                    let ids = cols.rid.iter().zip(&hashes).enumerate();
-                    ids.map(|(i, (r, &h))| {
-                        if let Some(&next) = hashes.get(i + AHEAD) {
-                            devices.prefetch(next);
-                        }
-                        devices.intern_hashed(h, r)
-                    })
-                    .collect::<Vec<_>>()
+                    let interned: Vec<Vec<(u32, bool)>> = parts
+                        .iter()
+                        .zip(&hashes)
+                        .map(|((c, _), (h, _))| {
+                            let rows = c.rid.iter().zip(h).enumerate();
+                            rows.map(|(i, (r, &hr))| {
+                                if let Some(&next) = h.get(i + AHEAD) {
+                                    devices.prefetch(next);
+                                }
+                                devices.intern_hashed(hr, r)
+                            })
+                            .collect()
+                        })
+                        .collect();
+                    let pending = ranges
+                        .par_iter()
+                        .map(|r| Pending::gather(&parts[r.part], &interned[r.part], &r.rows, tags))
+                        .collect::<Vec<_>>();
+                    (interned, pending)
                 },
                 || {
                     const AHEAD: usize = 16;
-                    let mut out = Vec::with_capacity(cols.alias.len());
-                    for (i, (a, h)) in cols.alias.iter().zip(&alias_hashes).enumerate() {
-                        if let Some(&Some(next)) = alias_hashes.get(i + AHEAD) {
-                            aliases.prefetch(next);
-                        }
-                        out.push(a.zip(*h).map(|(a, h)| {
-                            let (id, new) = aliases.intern_hashed(h, a);
-                            if new {
-                                alias_head.push(NONE);
+                    let rows = parts.iter().zip(&hashes);
+                    rows.map(|((c, _), (_, h))| {
+                        let mut out = Vec::with_capacity(c.alias.len());
+                        for (i, (a, ha)) in c.alias.iter().zip(h).enumerate() {
+                            if let Some(&Some(next)) = h.get(i + AHEAD) {
+                                aliases.prefetch(next);
                             }
-                            id
-                        }));
-                    }
-                    out
+                            out.push(a.as_deref().zip(*ha).map(|(a, ha)| {
+                                let (id, new) = aliases.intern_hashed(ha, a);
+                                if new {
+                                    alias_head.push(NONE);
+                                }
+                                id
+                            }));
+                        }
+                        out
+                    })
+                    .collect::<Vec<Vec<_>>>()
                 },
             )
         };
         self.alias_next.resize(self.devices.len(), NONE);
-        for (i, (&rid, &(d, new))) in cols.rid.iter().zip(&interned).enumerate() {
-            let tags = &cols.tag_ids[cols.tag_indptr[i]..cols.tag_indptr[i + 1]];
-            let (p, v, alias, mobile, online) = (
-                cols.platform[i],
-                cols.vendor[i],
-                cols.alias[i],
-                cols.mobile[i],
-                cols.online[i],
-            );
-            if !new {
-                if d >= first_new {
-                    // Seen earlier in this load: its memberships must be in place first.
-                    acc.flush(self);
+        for (((c, _), ids), alias_ids) in parts.iter().zip(&interned).zip(&alias_ids) {
+            for (i, &(d, new)) in ids.iter().enumerate() {
+                if !new {
+                    continue;
                 }
-                self.replace(d, p, v, tags, alias, mobile, online);
-                continue;
-            }
-            acc.buckets[bucket_of(rid)].push(d);
-            acc.live.push(d);
-            acc.platforms[p as usize].push(d);
-            if let Some(v) = v {
-                acc.vendors[v as usize].push(d);
-            }
-            for &t in tags {
-                acc.tags[t as usize].push(d);
-            }
-            if online {
-                acc.online.push(d);
-            }
-            if let Some(a) = alias_ids[i] {
-                self.attach_alias_id(d, a);
-            }
-            if let Some(m) = mobile {
-                self.mobiles.insert(d, m.into());
-                acc.mobile.push(d);
+                if let Some(a) = alias_ids[i] {
+                    self.attach_alias_id(d, a);
+                }
+                if let Some(m) = &c.mobile[i] {
+                    self.mobiles.insert(d, m.as_ref().into());
+                }
             }
         }
-        acc.flush(self);
+        Pending::flush(&pending, self);
+        // Every other row replaces a device that existed before the load or came earlier in
+        // it, in input order (so the last line wins), after the new devices are in place.
+        for ((c, tag_ids), ids) in parts.iter().zip(&interned) {
+            for (i, &(d, new)) in ids.iter().enumerate() {
+                if !new {
+                    let tags: Vec<u32> = c.tags(i).iter().map(|&t| tag_ids[t as usize]).collect();
+                    let (alias, mobile) = (c.alias[i].as_deref(), c.mobile[i].as_deref());
+                    let (p, v, online) = (c.platform[i], c.vendor[i], c.online[i]);
+                    self.replace(d, p, v, &tags, alias, mobile, online);
+                }
+            }
+        }
+        // Trim the tables grown by this load (`Registry::settle`).
         self.settle();
         Ok(n)
+    }
+}
+
+impl Registry {
+    /// About how many aliases of a load are new, and their bytes, from the aliases whose hash
+    /// falls in the lowest 64th of hash values (a sample of distinct aliases, not of rows).
+    /// Growing the alias table as it fills re-hashes every alias from the arena at each
+    /// doubling, a tenth of a load's work on the core that interns aliases; sized once instead,
+    /// it ends as large as growing would have made it, give or take the 2% margin.
+    fn new_aliases(
+        &self,
+        parts: &[Part],
+        hashes: &[(Vec<u64>, Vec<Option<u64>>)],
+    ) -> (usize, usize) {
+        const SAMPLE_BITS: u32 = 6;
+        let mut sample: Vec<(u64, &str)> = parts
+            .iter()
+            .zip(hashes)
+            .flat_map(|((c, _), (_, h))| c.alias.iter().zip(h))
+            .filter_map(|(a, h)| Some(((*h)?, a.as_deref()?)))
+            .filter(|&(h, _)| h >> (64 - SAMPLE_BITS) == 0)
+            .collect();
+        sample.sort_unstable();
+        sample.dedup();
+        let fresh = sample
+            .iter()
+            .filter(|(_, a)| self.aliases.lookup(a).is_none());
+        let (n, bytes) = fresh.fold((0, 0), |(n, b), (_, a)| (n + 1, b + a.len()));
+        let scale = |x: usize| (x << SAMPLE_BITS) / 50 * 51;
+        (scale(n), scale(bytes))
     }
 }
 
@@ -379,43 +289,98 @@ struct Pending {
     platforms: Vec<Vec<u32>>,
     vendors: Vec<Vec<u32>>,
     buckets: Vec<Vec<u32>>,
-    tags: Vec<Vec<u32>>,
+    /// Tag `t`'s members are `tag_members[tag_ends[t - 1]..tag_ends[t]]`: one buffer, sized
+    /// by a first counting pass, instead of a growing list per tag.
+    tag_members: Vec<u32>,
+    tag_ends: Vec<usize>,
 }
 
 impl Pending {
-    fn new(tags: usize) -> Self {
-        Pending {
+    /// The memberships of the rows `rows` of a part that created their device; `ids` are the
+    /// part's interned rows.
+    fn gather(
+        (c, tag_ids): &Part,
+        ids: &[(u32, bool)],
+        rows: &std::ops::Range<usize>,
+        tags: usize,
+    ) -> Self {
+        let mut p = Pending {
             live: Vec::new(),
             online: Vec::new(),
             mobile: Vec::new(),
             platforms: vec![Vec::new(); Platform::ALL.len()],
             vendors: vec![Vec::new(); Vendor::ALL.len()],
             buckets: vec![Vec::new(); BUCKETS],
-            tags: vec![Vec::new(); tags],
+            tag_members: Vec::new(),
+            tag_ends: vec![0; tags],
+        };
+        let fresh = || rows.clone().filter(|&i| ids[i].1);
+        // Count each tag's members, then place them: `next[t]` is where tag t's next goes.
+        for i in fresh() {
+            for &t in c.tags(i) {
+                p.tag_ends[tag_ids[t as usize] as usize] += 1;
+            }
         }
+        let mut next = Vec::with_capacity(tags);
+        let mut end = 0;
+        for e in &mut p.tag_ends {
+            next.push(end);
+            end += *e;
+            *e = end;
+        }
+        p.tag_members = vec![0; end];
+        for i in fresh() {
+            let d = ids[i].0;
+            p.live.push(d);
+            p.buckets[bucket_of(&c.rid[i])].push(d);
+            p.platforms[c.platform[i] as usize].push(d);
+            if let Some(v) = c.vendor[i] {
+                p.vendors[v as usize].push(d);
+            }
+            for &t in c.tags(i) {
+                let at = &mut next[tag_ids[t as usize] as usize];
+                p.tag_members[*at] = d;
+                *at += 1;
+            }
+            if c.online[i] {
+                p.online.push(d);
+            }
+            if c.mobile[i].is_some() {
+                p.mobile.push(d);
+            }
+        }
+        p
     }
 
-    fn flush(&mut self, reg: &mut Registry) {
-        let put = |b: &mut croaring::Bitmap, v: &mut Vec<u32>| {
-            if !v.is_empty() {
+    /// The members of tag `t`.
+    fn tag(&self, t: usize) -> &[u32] {
+        let start = if t == 0 { 0 } else { self.tag_ends[t - 1] };
+        &self.tag_members[start..self.tag_ends[t]]
+    }
+
+    /// Add gathered memberships to the registry's bitmaps. The parts come from consecutive
+    /// ranges of rows, so each bitmap receives ascending ids (CRoaring appends them).
+    fn flush(parts: &[Pending], reg: &mut Registry) {
+        fn put<'p>(b: &mut croaring::Bitmap, lists: impl Iterator<Item = &'p [u32]>) {
+            for v in lists {
                 b.add_many(v);
-                v.clear();
             }
-        };
-        put(&mut reg.live, &mut self.live);
-        put(&mut reg.online, &mut self.online);
-        put(&mut reg.has_mobile, &mut self.mobile);
-        let groups = [
-            (&mut reg.platforms, &mut self.platforms),
-            (&mut reg.vendors, &mut self.vendors),
-            (&mut reg.buckets, &mut self.buckets),
-            (&mut reg.tag_bitmaps, &mut self.tags),
+        }
+        put(&mut reg.live, parts.iter().map(|p| &p.live[..]));
+        put(&mut reg.online, parts.iter().map(|p| &p.online[..]));
+        put(&mut reg.has_mobile, parts.iter().map(|p| &p.mobile[..]));
+        type Group = fn(&Pending, usize) -> &[u32];
+        let groups: [(&mut Vec<croaring::Bitmap>, Group); 4] = [
+            (&mut reg.platforms, |p, j| &p.platforms[j]),
+            (&mut reg.vendors, |p, j| &p.vendors[j]),
+            (&mut reg.buckets, |p, j| &p.buckets[j]),
+            (&mut reg.tag_bitmaps, Pending::tag),
         ];
-        for (bms, pending) in groups {
+        for (bms, group) in groups {
             // Bitmaps are independent: fill them on every core.
             bms.par_iter_mut()
-                .zip(pending.par_iter_mut())
-                .for_each(|(b, v)| put(b, v));
+                .enumerate()
+                .for_each(|(j, b)| put(b, parts.iter().map(|p| group(p, j))));
         }
     }
 }
@@ -465,7 +430,10 @@ impl<'a> Columns<'a> {
     /// `Registry::load_arrays` maps them to registry tag ids.
     pub fn from_arrays(a: Arrays<'a>) -> Result<Self> {
         let n = a.platform.len();
-        let rid = spans("registration_id", a.rid_bytes, a.rid_offsets, n)?;
+        let rid: Vec<Cow<str>> = spans("registration_id", a.rid_bytes, a.rid_offsets, n)?
+            .into_iter()
+            .map(Cow::Borrowed)
+            .collect();
         let platform = a
             .platform
             .iter()
@@ -517,7 +485,7 @@ impl<'a> Columns<'a> {
             (None, None) => vec![None; n],
             (Some(b), Some(o)) => spans("alias", b, o, n)?
                 .into_iter()
-                .map(|s| (!s.is_empty()).then_some(s))
+                .map(|s| (!s.is_empty()).then_some(Cow::Borrowed(s)))
                 .collect(),
             _ => return Err(row_err(0, "alias_bytes and alias_offsets go together")),
         };
@@ -527,11 +495,11 @@ impl<'a> Columns<'a> {
             Some(_) => return Err(row_err(0, "online must have one flag per device")),
         };
         for i in 0..n {
-            check_key("registration_id", rid[i]).map_err(|e| load_error(i, e))?;
+            check_key("registration_id", &rid[i]).map_err(|e| load_error(i, e))?;
             if vendor[i].is_some() && platform[i] != Platform::Android {
                 return Err(row_err(i, "vendor channel given for a non-Android device"));
             }
-            if let Some(al) = alias[i] {
+            if let Some(al) = &alias[i] {
                 check_key("alias", al).map_err(|e| load_error(i, e))?;
             }
         }
@@ -586,6 +554,15 @@ mod tests {
         }
         assert_eq!(r.capacity(), 0);
         assert!(r.tag_names().is_empty());
+    }
+
+    #[test]
+    fn read_file_reads_every_part_in_place() {
+        let data: Vec<u8> = (0..(20 << 20) + 3).map(|i: u32| (i % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        assert_eq!(read_file(f.path()).unwrap(), data);
+        assert!(read_file(&f.path().with_extension("missing")).is_err());
     }
 
     #[test]

@@ -6,9 +6,9 @@
 use crate::error::Error;
 use crate::eval::{self, Step};
 use crate::expr::{self, Audience, AudienceSpec, Refusal, Rule};
-use crate::load::Arrays;
+use crate::load::{self, Arrays};
 use crate::registry::{Platform, Registry, Vendor};
-use crate::{route, snapshot};
+use crate::{chunked, route, snapshot};
 use croaring::{Bitmap, Portable};
 use hashbrown::HashTable;
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
@@ -315,7 +315,7 @@ impl PyRegistry {
 
     fn load_jsonl(&self, py: Python<'_>, path: PathBuf) -> PyResult<usize> {
         py.detach(|| {
-            let data = std::fs::read(&path)?;
+            let data = load::read_file(&path)?;
             self.inner.write().load_jsonl(&data)
         })
         .or_raise(py)
@@ -510,7 +510,8 @@ impl PyResolution {
         PyResolution {
             bitmap,
             registry: self.registry.clone(),
-            request: self.request.clone(),
+            audience: self.audience.clone_ref(py),
+            platforms: self.platforms.clone(),
             apns_production: self.apns_production,
         }
     }
@@ -709,11 +710,21 @@ fn _set_small_threshold(n: u64) {
     eval::set_small_threshold(n);
 }
 
+/// Test and benchmark hook: chunk-by-chunk evaluation (`chunked::set_chunking`).
+#[pyfunction]
+fn _set_chunking(ranges_per_core: u64, min_ids: u64) {
+    chunked::set_chunking(ranges_per_core, min_ids);
+}
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SMALL_THRESHOLD_DEFAULT", eval::SMALL)?;
     m.add("NAME_MAX_BYTES", expr::NAME_MAX_BYTES)?;
+    m.add(
+        "CHUNKING_DEFAULT",
+        (chunked::RANGES_PER_CORE_DEFAULT, chunked::MIN_IDS_DEFAULT),
+    )?;
     let py = m.py();
     m.add(
         "PLATFORMS",
@@ -728,6 +739,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatch>()?;
     m.add_function(wrap_pyfunction!(_set_small_threshold, m)?)?;
     m.add_function(wrap_pyfunction!(audience_values, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_chunking, m)?)?;
     add_ums(m)?;
     Ok(())
 }

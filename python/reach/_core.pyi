@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "CHUNKING_DEFAULT",
     "NAME_MAX_BYTES",
     "PLATFORMS",
     "SMALL_THRESHOLD_DEFAULT",
@@ -19,6 +20,7 @@ __all__ = [
     "UmsRegistry",
     "UmsResolution",
     "__version__",
+    "_set_chunking",
     "_set_small_threshold",
     "audience_values",
 ]
@@ -41,6 +43,14 @@ def audience_values(values: Sequence[object], rule: str) -> tuple[str, ...]:
 
 def _set_small_threshold(n: int) -> None:
     """Set the result size below which evaluation uses id lists (tests only)."""
+
+CHUNKING_DEFAULT: tuple[int, int]
+"""``(ranges_per_core, min_ids)`` of chunk-by-chunk evaluation out of the box."""
+
+def _set_chunking(ranges_per_core: int, min_ids: int) -> None:
+    """Evaluate audiences whose smallest positive operand has at least ``min_ids`` ids over
+    ``ranges_per_core`` ranges of containers per core; 0 ranges evaluates every audience whole
+    (tests and benchmarks only)."""
 
 class AudienceLike(Protocol):
     """What the core reads from a validated audience (``reach.jpush.Audience`` is one)."""

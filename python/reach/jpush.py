@@ -636,6 +636,26 @@ def _audience_values(value: object, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _check_name(value: str, where: str) -> None:
+    """One tag or alias outside an audience (the emulator's device API): the core's ``name``
+    rule, with the push API's messages."""
+    _check_value(value, where, "name")
+
+
+def _check_registration_id(value: str, where: str) -> None:
+    """One registration ID outside an audience: the core's ``registration_id`` rule (1 to 64
+    ASCII letters and digits)."""
+    _check_value(value, where, "registration_id")
+
+
+def _check_value(value: str, where: str, rule: str) -> None:
+    try:
+        _core.audience_values((value,), rule)
+    except ValueError as refused:
+        _, why = refused.args
+        raise PushError(1003, _refusal(where, value, why)) from None
+
+
 def _id_refusal(value: object, rule: str | None) -> str | None:
     """Why a segment or A/B test ID is refused, or None. An A/B test ID is ``test`` or
     ``test:group``, both parts non-empty."""
