@@ -167,3 +167,25 @@ def ums_emu(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
     write(d / "templates.jsonl", [{"template_id": 7, "channels": ["sms1"],
                                    "content": {"sms1": "Hi {{name}}"}}])  # fmt: skip
     return open_ums(root, d)
+
+
+def test_reach_serve_with_a_ums_account(tmp_path: Path, import_dir: Path):
+    import base64
+    import http.client
+    import signal
+
+    from reach.emulator.server import spawn
+
+    args = ["--app", f"{APP.appkey}:{APP.secret}", "--ums", f"{UMS.appkey}:{UMS.secret}"]
+    proc, port = spawn([*args, "--import", str(import_dir), "--store", str(tmp_path / "s")])
+    try:
+        token = base64.b64encode(f"{UMS.appkey}:{UMS.secret}".encode()).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(
+            "POST", "/v1/template/sent", json.dumps(BODY), {"Authorization": f"Basic {token}"}
+        )
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["code"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

@@ -70,10 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="an app group for /v3/grouppush (repeatable)",
     )
     serve.add_argument(
+        "--ums",
+        action="append",
+        default=[],
+        metavar="CHANNELKEY:MASTERSECRET",
+        help="a UMS account for /v1/template/sent|broadcast and /v1/users (repeatable)",
+    )
+    serve.add_argument(
         "--import",
         dest="import_dir",
         metavar="DIR",
-        help="load DIR's devices.jsonl and segments.jsonl into the first app",
+        help="load DIR's device files into the first app (once, into an empty store) and its "
+        "UMS files into the first UMS account (at every start)",
     )
     serve.add_argument(
         "--store",
