@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The device lines of one slice of the input, in columns (row `i` is the slice's `i`-th
 /// device line).
@@ -466,13 +467,25 @@ fn is_blank(line: &[u8]) -> bool {
 /// the lines of later slices can be numbered.
 type Parsed<'a> = (usize, std::result::Result<Chunk<'a>, (usize, Error)>);
 
+/// Bytes of JSON Lines input parsed so far by every load of this process: only ever grows, so
+/// a progress display reads it before a load and while it runs. Counts a refused slice's bytes
+/// up to its bad line.
+pub static PARSED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// How often (in lines) a slice adds to `PARSED_BYTES`: rarely enough to cost nothing.
+const PROGRESS_LINES: usize = 1 << 14;
+
 /// Parse a slice of whole lines; a refusal carries the 0-based line within the slice.
 fn parse_slice(data: &[u8]) -> Parsed<'_> {
     let mut c = Chunk::default();
     let mut tags = Vec::new();
     let mut start = 0;
     let mut lines = 0;
+    let mut reported = 0;
     for end in memchr::memchr_iter(b'\n', data).chain([data.len()]) {
+        if lines % PROGRESS_LINES == 0 {
+            PARSED_BYTES.fetch_add((start - reported) as u64, Ordering::Relaxed);
+            reported = start;
+        }
         let i = lines;
         let raw = &data[start..end];
         start = end + 1;
@@ -498,6 +511,7 @@ fn parse_slice(data: &[u8]) -> Parsed<'_> {
             return (lines, Err((i, e)));
         }
     }
+    PARSED_BYTES.fetch_add((data.len() - reported) as u64, Ordering::Relaxed);
     // The last "line" is what follows the last newline: part of this slice only at the end
     // of the input (slices other than the last end with a newline, so it is empty there).
     (lines - 1, Ok(c))

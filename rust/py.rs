@@ -703,6 +703,12 @@ fn audience_values<'py>(values: &Bound<'py, PyAny>, rule: &str) -> PyResult<Boun
     }
 }
 
+/// Bytes of JSON Lines parsed so far by the loads of this process (for progress displays).
+#[pyfunction]
+fn _jsonl_progress() -> u64 {
+    crate::jsonl::PARSED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Set the result size below which evaluation switches to id lists (tests drive both paths
 /// over small registries with it; it never changes a result).
 #[pyfunction]
@@ -738,6 +744,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResolution>()?;
     m.add_class::<PyBatch>()?;
     m.add_function(wrap_pyfunction!(_set_small_threshold, m)?)?;
+    m.add_function(wrap_pyfunction!(_jsonl_progress, m)?)?;
     m.add_function(wrap_pyfunction!(audience_values, m)?)?;
     m.add_function(wrap_pyfunction!(_set_chunking, m)?)?;
     add_ums(m)?;

@@ -414,3 +414,31 @@ def test_concurrent_pushes_with_one_cid_send_once(emu: Emulator):
         t.join()
     assert emu.store.message_count() == 1
     assert all(a == answers[0] for a in answers) and len(answers) == 8
+
+
+def test_import_progress_counts_every_parsed_byte(tmp_path: Path):
+    import io
+    import json as _json
+
+    from reach import Registry, _core
+    from reach.emulator.server import _progress, bar
+    from reach.imports import import_directory
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    d = tmp_path / "import"
+    d.mkdir()
+    rows = [
+        {"registration_id": f"r{i}", "platform": "android", "tags": ["t"]} for i in range(40000)
+    ]
+    (d / "devices.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    out = Terminal()
+    on_file = _progress(out)
+    before = _core._jsonl_progress()
+    assert import_directory(Registry(), d, on_file) == {"devices.jsonl": 40000}
+    on_file.done()  # type: ignore[attr-defined]
+    assert _core._jsonl_progress() - before == (d / "devices.jsonl").stat().st_size
+    assert "devices.jsonl: done in" in out.getvalue()
+    assert bar(0.5, 10) == "[#####-----]  50%" and bar(2.0, 4) == "[####] 100%"

@@ -20,6 +20,7 @@ __all__ = [
     "UmsRegistry",
     "UmsResolution",
     "__version__",
+    "_jsonl_progress",
     "_set_chunking",
     "_set_small_threshold",
     "audience_values",
@@ -40,6 +41,9 @@ def audience_values(values: Sequence[object], rule: str) -> tuple[str, ...]:
     (``"name"``: tags and aliases; ``"registration_id"``). The first value that breaks it raises
     ``ValueError(index, why)``, ``why`` one of ``"type"``, ``"empty"``, ``"chars"``, ``"bytes"``,
     ``"registration_id"``."""
+
+def _jsonl_progress() -> int:
+    """Bytes of JSON Lines parsed so far by the loads of this process (progress displays)."""
 
 def _set_small_threshold(n: int) -> None:
     """Set the result size below which evaluation uses id lists (tests only)."""

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import _core
 from ..errors import PushError
 from .app import MAX_REGISTER_BODY, AppConfig, Emulator, GroupConfig, Reply
 from .store import Store
@@ -108,8 +109,20 @@ def demo_app(store: Store) -> AppConfig:
     return AppConfig.parse(saved)
 
 
+def bar(fraction: float, width: int = 30) -> str:
+    """A text progress bar.
+
+    >>> bar(0.5, 10)
+    '[#####-----]  50%'
+    """
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%}"
+
+
 def _progress(out: TextIO) -> Callable[[Path], None]:
-    """Tells of each import file; on a terminal, a ticking line while it loads."""
+    """Tells of each import file; on a terminal, a progress bar while it loads: the bytes of
+    JSON Lines the core has parsed (``_core._jsonl_progress``), then the apply phase."""
     state: dict[str, Any] = {}
 
     def done() -> None:
@@ -120,21 +133,26 @@ def _progress(out: TextIO) -> Callable[[Path], None]:
 
     def on_file(path: Path) -> None:
         done()
-        size = path.stat().st_size / 2**20
+        size = path.stat().st_size
         state.update(name=path.name, t0=time.perf_counter(), stop=threading.Event())
         if not out.isatty():
-            out.write(f"  {path.name} ({size:.1f} MiB)\n")
+            out.write(f"  {path.name} ({size / 2**20:.1f} MiB)\n")
             state.pop("stop")
             return
+        start = _core._jsonl_progress()
+        parsed_by_core = path.name == "devices.jsonl"
 
         def tick() -> None:
-            frames = "|/-\\"
-            i = 0
             while not state["stop"].wait(0.1):
                 elapsed = time.perf_counter() - state["t0"]
-                out.write(f"\r  {path.name} ({size:.1f} MiB) {frames[i % 4]} {elapsed:.1f} s")
+                if parsed_by_core:
+                    fraction = (_core._jsonl_progress() - start) / max(size, 1)
+                    phase = "parsed" if fraction < 1 else "parsed, applying"
+                    line = f"{bar(fraction)} {phase}"
+                else:
+                    line = "loading"
+                out.write(f"\r  {path.name} ({size / 2**20:.1f} MiB) {line} {elapsed:.1f} s  ")
                 out.flush()
-                i += 1
 
         state["thread"] = threading.Thread(target=tick, daemon=True)
         state["thread"].start()
