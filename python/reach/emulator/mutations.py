@@ -231,6 +231,11 @@ def parse_platforms(value: str | None) -> tuple[str, ...] | None:
     return parse_platform(value.split(","))
 
 
+def _holders(reg: Registry, kind: str, name: str, platforms: tuple[str, ...] | None) -> list[str]:
+    """The registration IDs of the live devices holding tag or alias ``name`` on ``platforms``."""
+    return reg.resolve_audience({kind: [name]}, platforms or "all").registration_ids()
+
+
 @dataclass(frozen=True, slots=True)
 class DeleteTag:
     """``DELETE /v3/tags/{tag}[?platform=...]``: the tag leaves every device (of the platforms)."""
@@ -243,8 +248,7 @@ class DeleteTag:
         _check_name(self.tag, "tag")
 
     def apply(self, reg: Registry) -> None:
-        members = reg.resolve_audience({"tag": [self.tag]}, self.platforms or "all")
-        for rid in members.registration_ids():
+        for rid in _holders(reg, "tag", self.tag, self.platforms):
             reg.remove_tags(rid, [self.tag])
 
 
@@ -260,8 +264,7 @@ class DeleteAlias:
         _check_name(self.alias, "alias")
 
     def apply(self, reg: Registry) -> None:
-        members = reg.resolve_audience({"alias": [self.alias]}, self.platforms or "all")
-        for rid in members.registration_ids():
+        for rid in _holders(reg, "alias", self.alias, self.platforms):
             reg.set_alias(rid, None)
 
 
