@@ -23,36 +23,37 @@ const MAGIC: &[u8; 8] = b"REACHSN\x01";
 const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
 
+/// Little-endian encoder of snapshot payloads (also used by `ums::snapshot`).
 #[derive(Default)]
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
-    fn u32s(&mut self, v: &[u32]) {
+    pub(crate) fn u32s(&mut self, v: &[u32]) {
         self.u64(v.len() as u64);
         for x in v {
             self.u32(*x);
         }
     }
-    fn bitmap(&mut self, b: &Bitmap) {
+    pub(crate) fn bitmap(&mut self, b: &Bitmap) {
         let n = b.get_serialized_size_in_bytes::<Portable>();
         self.u64(n as u64);
         let _ = b.serialize_into_vec::<Portable>(&mut self.0);
     }
-    fn bitmaps(&mut self, v: &[Bitmap]) {
+    pub(crate) fn bitmaps(&mut self, v: &[Bitmap]) {
         self.u64(v.len() as u64);
         v.iter().for_each(|b| self.bitmap(b));
     }
-    fn interner(&mut self, i: &Interner) {
+    pub(crate) fn interner(&mut self, i: &Interner) {
         let (arena, ends) = i.parts();
         self.bytes(arena);
         self.u32s(ends);
@@ -68,14 +69,15 @@ impl Writer {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Decoder of snapshot payloads: every read is bounds-checked (also used by `ums::snapshot`).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
-fn bad(m: impl Into<String>) -> Error {
+pub(crate) fn bad(m: impl Into<String>) -> Error {
     Error::Snapshot(m.into())
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.0.len() {
             return Err(bad("unexpected end of data"));
         }
@@ -83,31 +85,31 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Ok(head)
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn len(&mut self) -> Result<usize> {
+    pub(crate) fn len(&mut self) -> Result<usize> {
         let n = self.u64()?;
         usize::try_from(n)
             .ok()
             .filter(|&n| n <= self.0.len())
             .ok_or_else(|| bad("bad length"))
     }
-    fn bytes(&mut self) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.len()?;
         self.take(n)
     }
-    fn str(&mut self) -> Result<&'a str> {
+    pub(crate) fn str(&mut self) -> Result<&'a str> {
         std::str::from_utf8(self.bytes()?).map_err(|_| bad("string is not UTF-8"))
     }
-    fn u32s(&mut self) -> Result<Vec<u32>> {
+    pub(crate) fn u32s(&mut self) -> Result<Vec<u32>> {
         let n = self.u64()? as usize;
         let raw = self.take(n.checked_mul(4).ok_or_else(|| bad("bad length"))?)?;
         Ok(raw
@@ -115,7 +117,7 @@ impl<'a> Reader<'a> {
             .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect())
     }
-    fn bitmap(&mut self, capacity: usize) -> Result<Bitmap> {
+    pub(crate) fn bitmap(&mut self, capacity: usize) -> Result<Bitmap> {
         bitmap_from(self.bytes()?, capacity)
     }
     fn bitmaps(&mut self, want: Option<usize>, capacity: usize) -> Result<Vec<Bitmap>> {
@@ -126,7 +128,7 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.bitmap(capacity)).collect()
     }
     /// An interner's raw parts; `build` indexes them (the slow part, run in parallel).
-    fn interner(&mut self) -> Result<(Vec<u8>, Vec<u32>)> {
+    pub(crate) fn interner(&mut self) -> Result<(Vec<u8>, Vec<u32>)> {
         let arena = self.bytes()?.to_vec();
         let ends = self.u32s()?;
         Ok((arena, ends))
@@ -151,11 +153,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn build(parts: (Vec<u8>, Vec<u32>)) -> Result<Interner> {
+pub(crate) fn build(parts: (Vec<u8>, Vec<u32>)) -> Result<Interner> {
     Interner::from_parts(parts.0, parts.1).map_err(bad)
 }
 
-fn bitmap_from(raw: &[u8], capacity: usize) -> Result<Bitmap> {
+pub(crate) fn bitmap_from(raw: &[u8], capacity: usize) -> Result<Bitmap> {
     let b = Bitmap::try_deserialize::<Portable>(raw).ok_or_else(|| bad("bad bitmap"))?;
     if b.maximum().is_some_and(|m| m as usize >= capacity) {
         return Err(bad("bitmap refers to an unknown device"));
@@ -213,25 +215,29 @@ pub fn encode(reg: &Registry) -> Vec<u8> {
             w.u32(*hi as u32);
         }
     }
-    let payload = w.0;
+    frame(MAGIC, VERSION, &w.0)
+}
+
+/// A file of `payload`: `magic`, `version`, the payload's length, the payload, its CRC-32.
+pub(crate) fn frame(magic: &[u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out
 }
 
-/// Decode a registry, refusing anything corrupt, truncated or inconsistent.
-pub fn decode(data: &[u8]) -> Result<Registry> {
-    if data.len() < HEADER + 4 || &data[..8] != MAGIC {
-        return Err(bad("not a reach snapshot"));
+/// The payload of a `frame`d file, refused unless its magic, version, length and checksum hold.
+pub(crate) fn unframe<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Result<&'a [u8]> {
+    if data.len() < HEADER + 4 || &data[..8] != magic {
+        return Err(bad("not a reach snapshot (of this kind)"));
     }
     let mut head = Reader(&data[8..HEADER]);
-    let version = head.u32()?;
-    if version != VERSION {
-        return Err(bad(format!("format version {version}, expected {VERSION}")));
+    let found = head.u32()?;
+    if found != version {
+        return Err(bad(format!("format version {found}, expected {version}")));
     }
     let len = head.u64()?;
     if len != (data.len() - HEADER - 4) as u64 {
@@ -242,7 +248,12 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     if crc32fast::hash(payload) != crc {
         return Err(bad("checksum mismatch"));
     }
-    let mut r = Reader(payload);
+    Ok(payload)
+}
+
+/// Decode a registry, refusing anything corrupt, truncated or inconsistent.
+pub fn decode(data: &[u8]) -> Result<Registry> {
+    let mut r = Reader(unframe(data, MAGIC, VERSION)?);
     let mut reg = Registry::new();
     let devices = r.rids()?;
     let cap = devices.0.len() / SLOT;

@@ -15,10 +15,15 @@
 //!   shorter than the user space); `extra[u]` the further IDs in binding order, present exactly
 //!   for the users of `multi`. No ID repeats within one user's IDs of one (type, scope).
 
+mod app;
 mod load;
 mod resolve;
+pub mod snapshot;
+mod stages;
 
+pub use app::{AppDevices, AppGroup};
 pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
+pub use stages::{AppRoutes, Stage};
 
 use crate::error::{Error, Result};
 use crate::intern::Interner;
@@ -48,6 +53,8 @@ pub mod code {
     pub const UNKNOWN_LIST: u32 = 1015013;
     /// A template (or rule) channel key that is not a registered channel.
     pub const UNKNOWN_CHANNEL: u32 = 1015015;
+    /// rule_id names no send strategy, or one over other channels than the template's.
+    pub const UNKNOWN_RULE: u32 = 1015014;
     /// User management: a refused user, tag, binding, channel, segment or list.
     pub const BAD_RECORD: u32 = 1015018;
 }
@@ -376,6 +383,8 @@ pub struct UmsRegistry {
     pub(crate) bindings: HashMap<(ChannelType, u32), Bindings>,
     pub(crate) segments: HashMap<String, Bitmap>,
     pub(crate) lists: HashMap<u64, IdList>,
+    /// Channel registration IDs that never deliver (the emulator's delivery model, `stages`).
+    pub(crate) undeliverable: Bitmap,
 }
 
 impl UmsRegistry {
@@ -691,6 +700,7 @@ impl UmsRegistry {
                     .map(|l| size(&l.users) + size(&l.ids))
                     .sum(),
             ),
+            ("undeliverable", size(&self.undeliverable)),
         ];
         let total = parts.iter().map(|p| p.1).sum();
         parts.push(("total", total));

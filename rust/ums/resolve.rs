@@ -267,8 +267,9 @@ impl UmsRegistry {
         }
     }
 
-    /// One channel of a user-class send, over its audience `a`.
-    fn user_channel(
+    /// One channel of a user-class send, over its audience `a` (also used by `stages`: a
+    /// later stage is this over the users that earlier stages did not deliver to).
+    pub(super) fn user_channel(
         &self,
         key: &str,
         ty: ChannelType,

@@ -1,0 +1,366 @@
+//! Send strategies (`rule_id`) and delivery: the stages of a template send.
+//!
+//! A send strategy is an ordered list of the template's channels, each with a delay (seconds
+//! after the previous stage). Stage 1 goes out on the first channel, to the users that channel
+//! reaches (its answer in the `Resolution`). Stage k > 1 goes, after its delay, to the users its
+//! channel reaches that no earlier stage delivered to, with their IDs on that channel: the
+//! resolution's per-channel rules (`user_channel`) over that smaller audience. A send without a
+//! strategy, or with custom channel IDs (the seed: "the sending policy does not take effect"),
+//! is one stage: every channel at once, all stage 1.
+//!
+//! Delivery (the emulator's model, decided here from what the caller knows): an ID delivers
+//! unless it is on the registry's `undeliverable` list; an app ID routed through a JPush app
+//! (`AppDevices`) delivers when its device is online instead. A user is *delivered* by a stage
+//! when one of its IDs selected on the stage's channel (by the channel type's rule, before any
+//! list) was delivered.
+//!
+//! Invariants: a stage's `channel.reached` is exactly the users it sends to, and each has at
+//! least one of its `channel.ids`; `delivered ⊆ channel.reached`; the users of stage k are
+//! disjoint from the users delivered by stages 1..k-1.
+
+use super::app::AppDevices;
+use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
+use super::{code, refuse, ChannelType, IdList, UmsRegistry};
+use crate::error::Result;
+use croaring::Bitmap;
+use std::collections::HashMap;
+
+/// One stage of a send: a channel's IDs, when they go out and whom they delivered to.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// 1-based.
+    pub stage: u32,
+    /// Seconds after the previous stage.
+    pub delay: u64,
+    /// Seconds after the send (the delays of this stage and every earlier one).
+    pub offset: u64,
+    /// The IDs sent and the users sent to.
+    pub channel: ChannelResult,
+    /// How many of `channel.ids` delivered.
+    pub delivered_ids: u64,
+    /// The users this stage delivered to.
+    pub delivered: Bitmap,
+    /// Counts after each step of the stage (every `channel` is this stage's key).
+    pub steps: Vec<Step>,
+}
+
+/// The app channels of a send routed through JPush apps, by channel key.
+pub type AppRoutes = HashMap<String, AppDevices>;
+
+impl UmsRegistry {
+    /// The channel registration IDs that never deliver (the emulator's `undeliverable` list).
+    pub fn undeliverable(&self) -> &Bitmap {
+        &self.undeliverable
+    }
+
+    /// Add IDs to the undeliverable list and remove others (`remove` wins for an ID in both).
+    /// Every ID is checked before anything changes.
+    pub fn set_undeliverable(&mut self, add: &[&str], remove: &[&str]) -> Result<()> {
+        add.iter()
+            .chain(remove)
+            .try_for_each(|i| super::check_key("channel registration ID", i))?;
+        if !self.ids.fits(add.iter().map(|i| i.len()).sum()) {
+            return Err(super::bad("the UMS registry is full".into()));
+        }
+        for i in add {
+            let id = self.ids.intern(i).0;
+            self.undeliverable.add(id);
+        }
+        for i in remove {
+            if let Some(id) = self.ids.lookup(i) {
+                self.undeliverable.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The black or white list of a send (already checked to exist by `resolve`).
+    fn send_list(&self, spec: &SendSpec) -> Option<(&IdList, bool)> {
+        let black = spec.black.and_then(|b| self.lists.get(&b)).map(|l| (l, true));
+        black.or_else(|| spec.white.and_then(|w| self.lists.get(&w)).map(|l| (l, false)))
+    }
+
+    /// The users of `users` with one of their IDs selected on channel `key` in `ids`: the
+    /// channel's rule with `ids` as a white list of IDs only.
+    pub fn users_with_ids(
+        &self,
+        key: &str,
+        ty: ChannelType,
+        users: &Bitmap,
+        ids: Bitmap,
+    ) -> Bitmap {
+        let probe = IdList {
+            users: Bitmap::new(),
+            ids,
+        };
+        self.user_channel(key, ty, users, Some((&probe, false)))
+            .0
+            .reached
+    }
+
+    /// Route the app channels of `res` through their JPush apps: IDs that are not routable are
+    /// dropped, the users left without an ID are no longer reached on that channel, and the
+    /// send's `reached`/`unreachable` follow.
+    pub fn route_apps(&self, res: &mut Resolution, apps: &AppRoutes) {
+        let mut routed = Vec::new();
+        for c in &mut res.channels {
+            let Some(app) = apps.get(&c.key).filter(|_| c.ty == ChannelType::App) else {
+                continue;
+            };
+            let kept: Vec<u32> = c
+                .ids
+                .iter()
+                .copied()
+                .filter(|&i| app.routable.contains(i))
+                .collect();
+            if kept.len() != c.ids.len() && !c.reached.is_empty() {
+                c.reached = self.users_with_ids(&c.key, c.ty, &c.reached, Bitmap::of(&kept));
+            }
+            c.ids = kept;
+            for (step, unit, count) in [
+                ("routed", "ids", c.ids.len() as u64),
+                ("routed_reached", "users", c.reached.cardinality()),
+            ] {
+                routed.push(Step {
+                    channel: Some(c.key.clone()),
+                    step,
+                    unit,
+                    count,
+                });
+            }
+        }
+        if routed.is_empty() {
+            return;
+        }
+        let reached: Vec<&Bitmap> = res.channels.iter().map(|c| &c.reached).collect();
+        res.unreachable = res.audience.andnot(&Bitmap::fast_or(&reached));
+        let at = res
+            .steps
+            .iter()
+            .position(|s| s.channel.is_none())
+            .unwrap_or(res.steps.len());
+        res.steps.splice(at..at, routed);
+        let unreachable = res.unreachable.cardinality();
+        for s in res.steps.iter_mut().filter(|s| s.channel.is_none()) {
+            match s.step {
+                "reached" => s.count = res.audience.cardinality() - unreachable,
+                "unreachable" => s.count = unreachable,
+                _ => {}
+            }
+        }
+    }
+
+    /// The IDs of `ids` (on channel `key` of type `ty`) that deliver (see the module doc).
+    fn delivering(&self, key: &str, ty: ChannelType, ids: &[u32], apps: &AppRoutes) -> Vec<u32> {
+        match apps.get(key).filter(|_| ty == ChannelType::App) {
+            Some(app) => ids
+                .iter()
+                .copied()
+                .filter(|&i| app.online.contains(i))
+                .collect(),
+            None if self.undeliverable.is_empty() => ids.to_vec(),
+            None => ids
+                .iter()
+                .copied()
+                .filter(|&i| !self.undeliverable.contains(i))
+                .collect(),
+        }
+    }
+
+    /// A stage sending `channel`, with its delivery.
+    fn stage(
+        &self,
+        (stage, delay, offset): (u32, u64, u64),
+        candidates: u64,
+        channel: ChannelResult,
+        apps: &AppRoutes,
+    ) -> Stage {
+        let delivered_ids = self.delivering(&channel.key, channel.ty, &channel.ids, apps);
+        let delivered = if delivered_ids.len() == channel.ids.len() {
+            channel.reached.clone() // every ID delivered: so did every user (each has one)
+        } else if channel.reached.is_empty() {
+            Bitmap::new()
+        } else {
+            let ids = Bitmap::of(&delivered_ids);
+            self.users_with_ids(&channel.key, channel.ty, &channel.reached, ids)
+        };
+        let steps = [
+            ("candidates", "users", candidates),
+            ("users", "users", channel.reached.cardinality()),
+            ("ids", "ids", channel.ids.len() as u64),
+            ("delivered_ids", "ids", delivered_ids.len() as u64),
+            ("delivered", "users", delivered.cardinality()),
+        ]
+        .map(|(step, unit, count)| Step {
+            channel: Some(channel.key.clone()),
+            step,
+            unit,
+            count,
+        })
+        .to_vec();
+        Stage {
+            stage,
+            delay,
+            offset,
+            delivered_ids: delivered_ids.len() as u64,
+            channel,
+            delivered,
+            steps,
+        }
+    }
+
+    /// The stages of a resolved send (`res` from `resolve(spec)`, app channels routed by
+    /// `route_apps(apps)` if any). `rule`: the send strategy's (channel key, delay) stages;
+    /// it must name channels of the send (else 1015014). See the module doc.
+    pub fn stages(
+        &self,
+        spec: &SendSpec,
+        res: &Resolution,
+        rule: Option<&[(String, u64)]>,
+        apps: &AppRoutes,
+    ) -> Result<Vec<Stage>> {
+        let rule = rule.filter(|_| !matches!(spec.target, Target::Custom(_)));
+        let Some(rule) = rule else {
+            return Ok(res
+                .channels
+                .iter()
+                .map(|c| self.stage((1, 0, 0), c.reached.cardinality(), c.clone(), apps))
+                .collect());
+        };
+        let mut out = Vec::with_capacity(rule.len());
+        let mut done = Bitmap::new();
+        let mut offset = 0u64;
+        for (n, (key, delay)) in rule.iter().enumerate() {
+            let c = res.channels.iter().find(|c| &c.key == key).ok_or_else(|| {
+                refuse(
+                    code::UNKNOWN_RULE,
+                    format!("send strategy stage {key:?} is not a channel of the template"),
+                )
+            })?;
+            offset = offset.saturating_add(*delay);
+            let users = c.reached.andnot(&done);
+            let channel = if users.cardinality() == c.reached.cardinality() {
+                c.clone()
+            } else {
+                let (mut ch, _) = self.user_channel(key, c.ty, &users, self.send_list(spec));
+                if let Some(app) = apps.get(key).filter(|_| c.ty == ChannelType::App) {
+                    ch.ids.retain(|&i| app.routable.contains(i));
+                }
+                debug_assert_eq!(ch.reached.cardinality(), users.cardinality());
+                ch.reached = users;
+                ch
+            };
+            let stage = self.stage(
+                (n as u32 + 1, *delay, offset),
+                c.reached.cardinality(),
+                channel,
+                apps,
+            );
+            done.or_inplace(&stage.delivered);
+            out.push(stage);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ums::tests::user;
+    use crate::ums::Target;
+    use ChannelType::*;
+
+    /// u0: app a0, phone p0; u1: app a1 (undeliverable), phone p1; u2: phone p2 only;
+    /// u3: app a3 only. Everyone has tag t.
+    fn reg() -> UmsRegistry {
+        let mut r = UmsRegistry::new();
+        r.add_channel("app1", App).unwrap();
+        r.add_channel("sms1", Sms).unwrap();
+        let users: [(&str, &[(&str, ChannelType, &[&str])]); 4] = [
+            ("u0", &[("app1", App, &["a0"]), ("all", Sms, &["p0"])]),
+            ("u1", &[("app1", App, &["a1"]), ("all", Sms, &["p1"])]),
+            ("u2", &[("all", Sms, &["p2"])]),
+            ("u3", &[("app1", App, &["a3"])]),
+        ];
+        for (u, binds) in users {
+            r.upsert_user(&user(u, &[("all", &["t"])], binds)).unwrap();
+        }
+        r.set_undeliverable(&["a1", "zz"], &["zz"]).unwrap();
+        r
+    }
+
+    fn spec() -> SendSpec {
+        SendSpec {
+            target: Target::Tags(vec!["t".into()]),
+            channels: vec!["app1".into(), "sms1".into()],
+            black: None,
+            white: None,
+        }
+    }
+
+    fn strings(r: &UmsRegistry, ids: &[u32]) -> Vec<String> {
+        ids.iter().map(|&i| r.channel_id(i).to_owned()).collect()
+    }
+
+    #[test]
+    fn later_stages_go_to_the_undelivered() {
+        let r = reg();
+        assert_eq!(strings(&r, &r.undeliverable().to_vec()), vec!["a1"]);
+        let res = r.resolve(&spec()).unwrap();
+        let rule = [("app1".to_string(), 0), ("sms1".to_string(), 60)];
+        let apps = AppRoutes::new();
+        let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
+        assert_eq!(strings(&r, &st[0].channel.ids), vec!["a0", "a1", "a3"]);
+        assert_eq!(st[0].delivered.to_vec(), vec![0, 3]);
+        // stage 2: u1 (app undeliverable) and u2 (no app ID), not u0 (delivered)
+        assert_eq!(strings(&r, &st[1].channel.ids), vec!["p1", "p2"]);
+        assert_eq!((st[1].stage, st[1].delay, st[1].offset), (2, 60, 60));
+        assert_eq!(st[1].delivered.to_vec(), vec![1, 2]);
+        let steps: Vec<(&str, u64)> = st[1].steps.iter().map(|s| (s.step, s.count)).collect();
+        assert_eq!(
+            steps,
+            [
+                ("candidates", 3),
+                ("users", 2),
+                ("ids", 2),
+                ("delivered_ids", 2),
+                ("delivered", 2)
+            ]
+        );
+        // no strategy: one stage per channel, all at once
+        let st = r.stages(&spec(), &res, None, &apps).unwrap();
+        assert_eq!(st.iter().map(|s| s.stage).collect::<Vec<_>>(), vec![1, 1]);
+        assert_eq!(strings(&r, &st[1].channel.ids), vec!["p0", "p1", "p2"]);
+        let bad = [("nope".to_string(), 0)];
+        assert!(r.stages(&spec(), &res, Some(&bad), &apps).is_err());
+    }
+
+    #[test]
+    fn routed_app_ids_deliver_when_online() {
+        use crate::registry::{Platform, Registry};
+        let r = reg();
+        let mut dev = Registry::new();
+        dev.upsert("a0", Platform::Android, None, &[], None, None, false)
+            .unwrap();
+        dev.upsert("a1", Platform::Ios, None, &[], None, None, true)
+            .unwrap();
+        let mut res = r.resolve(&spec()).unwrap();
+        let app = &res.channels[0];
+        let apps: AppRoutes = [(
+            "app1".to_string(),
+            AppDevices::new(&r, &app.ids, &dev, None),
+        )]
+        .into();
+        r.route_apps(&mut res, &apps);
+        // a3 is no device: u3 is no longer reached on app1 and nothing else reaches it
+        assert_eq!(strings(&r, &res.channels[0].ids), vec!["a0", "a1"]);
+        assert_eq!(res.unreachable.to_vec(), vec![3]);
+        let last = res.steps.last().unwrap();
+        assert_eq!((last.step, last.count), ("unreachable", 1));
+        let rule = [("app1".to_string(), 0), ("sms1".to_string(), 5)];
+        let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
+        // a1 is online (routing wins over the undeliverable list); a0 is offline
+        assert_eq!(st[0].delivered.to_vec(), vec![1]);
+        assert_eq!(strings(&r, &st[1].channel.ids), vec!["p0", "p2"]);
+    }
+}
