@@ -965,8 +965,10 @@ impl PyUmsRegistry {
     }
 
     /// Resolve a send over the channels of its template. One target: `broadcast`, `tags`,
-    /// `userids`, `segment` or `custom` (`[(type, [IDs])]`).
-    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None))]
+    /// `userids`, `segment` or `custom` (`[(type, [IDs])]`). `rule`: the send strategy's
+    /// `(channel key, delay)` stages; `apps`: `(app channel key, JPush registry)` to route
+    /// those channels through, under `platforms` (None: all) and `apns_production`.
+    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None, rule=None, apps=None, platforms=None, apns_production=true))]
     #[allow(clippy::too_many_arguments)]
     fn resolve(
         &self,
@@ -979,6 +981,10 @@ impl PyUmsRegistry {
         custom: Option<Vec<(String, Vec<String>)>>,
         black: Option<u64>,
         white: Option<u64>,
+        rule: Option<Vec<(String, u64)>>,
+        apps: Option<Vec<(String, Py<PyRegistry>)>>,
+        platforms: Option<Vec<String>>,
+        apns_production: bool,
     ) -> PyResult<PyUmsResolution> {
         let target = match (broadcast, tags, userids, segment, custom) {
             (true, None, None, None, None) => Target::Broadcast,
@@ -998,37 +1004,143 @@ impl PyUmsRegistry {
             black,
             white,
         };
-        let res = py
+        let platforms = self::platforms(py, platforms)?;
+        let devices: Vec<(String, Shared)> = apps
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, r)| (k, r.get().inner.clone()))
+            .collect();
+        let (res, stages, groups) = py
             .detach(|| {
                 if matches!(spec.target, Target::Custom(_)) {
                     self.inner.write().prepare(&spec)?;
                 }
-                self.inner.read().resolve(&spec)
+                let r = self.inner.read();
+                let mut res = r.resolve(&spec)?;
+                let locked: Vec<_> = devices.iter().map(|(k, d)| (k, d.read())).collect();
+                let mut routes = ums::AppRoutes::new();
+                for (key, dev) in &locked {
+                    if let Some(c) = res.channels.iter().find(|c| &c.key == *key) {
+                        let app = ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref());
+                        routes.insert((*key).clone(), app);
+                    }
+                }
+                r.route_apps(&mut res, &routes);
+                let stages = r.stages(&spec, &res, rule.as_deref(), &routes)?;
+                let groups: Vec<Option<Vec<ums::AppGroup>>> = stages
+                    .iter()
+                    .map(|s| {
+                        let (key, dev) = locked.iter().find(|(k, _)| **k == s.channel.key)?;
+                        let app = &routes[key.as_str()];
+                        Some(app.groups(dev, &s.channel.ids, apns_production))
+                    })
+                    .collect();
+                Ok((res, stages, groups))
             })
             .or_raise_ums(py)?;
-        let explain = res.steps;
+        let whole = res
+            .steps
+            .iter()
+            .position(|s| s.channel.is_none())
+            .unwrap_or(res.steps.len());
+        let mut steps = res.steps.into_iter();
+        let mut explain: Vec<(Option<u32>, ums::Step)> =
+            steps.by_ref().take(whole).map(|s| (None, s)).collect();
+        for st in &stages {
+            explain.extend(st.steps.iter().map(|s| (Some(st.stage), s.clone())));
+        }
+        explain.extend(steps.map(|s| (None, s)));
+        let delivered = {
+            let all: Vec<&Bitmap> = stages.iter().map(|s| &s.delivered).collect();
+            Bitmap::fast_or(&all).cardinality()
+        };
         let channels = res
             .channels
             .into_iter()
-            .map(|c| {
-                let ch = PyUmsChannel {
-                    key: c.key,
-                    ty: c.ty,
-                    reached: c.reached.cardinality(),
-                    len: c.ids.len(),
-                    ids: ids_array(py, c.ids).unbind(),
-                    registry: self.inner.clone(),
+            .map(|c| Py::new(py, PyUmsChannel::new(py, c, self.inner.clone())))
+            .collect::<PyResult<_>>()?;
+        let stages = stages
+            .into_iter()
+            .zip(groups)
+            .map(|(s, g)| {
+                let groups = g.map(|g| {
+                    g.into_iter()
+                        .map(|a| {
+                            let ids = ids_array(py, a.ids).unbind();
+                            (
+                                a.platform.name(),
+                                a.vendor.map(|v| v.name()),
+                                a.apns_production,
+                                ids,
+                            )
+                        })
+                        .collect()
+                });
+                let stage = PyUmsStage {
+                    stage: s.stage,
+                    delay: s.delay,
+                    offset: s.offset,
+                    delivered: s.delivered.cardinality(),
+                    delivered_ids: s.delivered_ids,
+                    groups,
+                    channel: Py::new(py, PyUmsChannel::new(py, s.channel, self.inner.clone()))?,
                 };
-                Py::new(py, ch)
+                Py::new(py, stage)
             })
             .collect::<PyResult<_>>()?;
         Ok(PyUmsResolution {
             channels,
+            stages,
             audience: res.audience.cardinality(),
+            delivered,
             unreachable: res.unreachable,
             explain,
             registry: self.inner.clone(),
         })
+    }
+
+    /// Add channel registration IDs to the undeliverable list, and remove others.
+    #[pyo3(signature = (add=Vec::new(), remove=Vec::new()))]
+    fn set_undeliverable(
+        &self,
+        py: Python<'_>,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> PyResult<()> {
+        let add: Vec<&str> = add.iter().map(String::as_str).collect();
+        let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+        self.write(py, |r| r.set_undeliverable(&add, &remove))
+    }
+
+    /// The undeliverable IDs, in interning order.
+    fn undeliverable(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| {
+            let r = self.inner.read();
+            r.undeliverable()
+                .iter()
+                .map(|i| r.channel_id(i).to_owned())
+                .collect()
+        })
+    }
+
+    /// Save the registry and the caller's `extra` bytes to `path` (atomically, checksummed).
+    fn save(&self, py: Python<'_>, path: PathBuf, extra: Vec<u8>) -> PyResult<()> {
+        py.detach(|| {
+            // Encode under the read lock, write after releasing it.
+            let data = ums::snapshot::encode(&self.inner.read(), &extra);
+            snapshot::write_atomic(&path, &data)
+        })
+        .or_raise_ums(py)
+    }
+
+    /// A registry and its `extra` bytes from a file `save` wrote.
+    #[staticmethod]
+    fn load<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(PyUmsRegistry, Bound<'py, PyBytes>)> {
+        let (reg, extra) = py.detach(|| ums::snapshot::load(&path)).or_raise_ums(py)?;
+        let reg = PyUmsRegistry {
+            inner: Arc::new(RwLock::new(reg)),
+        };
+        Ok((reg, PyBytes::new(py, &extra)))
     }
 
     fn memory_usage(&self) -> HashMap<&'static str, usize> {
@@ -1045,6 +1157,19 @@ pub struct PyUmsChannel {
     len: usize,
     reached: u64,
     registry: SharedUms,
+}
+
+impl PyUmsChannel {
+    fn new(py: Python<'_>, c: ums::ChannelResult, registry: SharedUms) -> Self {
+        PyUmsChannel {
+            key: c.key,
+            ty: c.ty,
+            reached: c.reached.cardinality(),
+            len: c.ids.len(),
+            ids: ids_array(py, c.ids).unbind(),
+            registry,
+        }
+    }
 }
 
 #[pymethods]
@@ -1087,13 +1212,87 @@ impl PyUmsChannel {
     }
 }
 
-/// The answer to a template send: per channel its IDs, and the users no channel reaches.
+/// One stage of a template send: a channel's IDs, when they go out, whom they delivered to.
+#[pyclass(name = "UmsStage", module = "reach._core", frozen)]
+pub struct PyUmsStage {
+    stage: u32,
+    delay: u64,
+    offset: u64,
+    delivered: u64,
+    delivered_ids: u64,
+    groups: Option<Vec<AppGroupTuple>>,
+    channel: Py<PyUmsChannel>,
+}
+
+/// `(platform, vendor, apns_production, ids)` of one JPush delivery group.
+type AppGroupTuple = (
+    &'static str,
+    Option<&'static str>,
+    Option<bool>,
+    Py<PyArray1<u32>>,
+);
+
+#[pymethods]
+impl PyUmsStage {
+    /// 1-based; every channel of a send without a strategy is stage 1.
+    #[getter]
+    fn stage(&self) -> u32 {
+        self.stage
+    }
+    /// Seconds after the previous stage.
+    #[getter]
+    fn delay(&self) -> u64 {
+        self.delay
+    }
+    /// Seconds after the send.
+    #[getter]
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// The channel's IDs of this stage (`reached`: the users sent to).
+    #[getter]
+    fn channel(&self, py: Python<'_>) -> Py<PyUmsChannel> {
+        self.channel.clone_ref(py)
+    }
+    /// How many users this stage delivered to.
+    #[getter]
+    fn delivered(&self) -> u64 {
+        self.delivered
+    }
+    /// How many of its IDs delivered.
+    #[getter]
+    fn delivered_ids(&self) -> u64 {
+        self.delivered_ids
+    }
+    /// For an app channel routed through a JPush app: its IDs per JPush delivery group,
+    /// `(platform, vendor, apns_production, ids)`; None otherwise.
+    #[getter]
+    fn groups(&self, py: Python<'_>) -> Option<Vec<AppGroupTuple>> {
+        self.groups.as_ref().map(|g| {
+            g.iter()
+                .map(|(p, v, a, ids)| (*p, *v, *a, ids.clone_ref(py)))
+                .collect()
+        })
+    }
+    fn __repr__(&self) -> String {
+        let c = self.channel.get();
+        format!(
+            "UmsStage(stage={}, key={:?}, offset={}, size={}, delivered={})",
+            self.stage, c.key, self.offset, c.len, self.delivered
+        )
+    }
+}
+
+/// The answer to a template send: per channel its IDs, its stages, and the users no channel
+/// reaches.
 #[pyclass(name = "UmsResolution", module = "reach._core", frozen)]
 pub struct PyUmsResolution {
     channels: Vec<Py<PyUmsChannel>>,
+    stages: Vec<Py<PyUmsStage>>,
     audience: u64,
+    delivered: u64,
     unreachable: Bitmap,
-    explain: Vec<ums::Step>,
+    explain: Vec<(Option<u32>, ums::Step)>,
     registry: SharedUms,
 }
 
@@ -1104,10 +1303,20 @@ impl PyUmsResolution {
     fn channels(&self, py: Python<'_>) -> Vec<Py<PyUmsChannel>> {
         self.channels.iter().map(|c| c.clone_ref(py)).collect()
     }
+    /// The stages, in order (without a send strategy: every channel, all stage 1).
+    #[getter]
+    fn stages(&self, py: Python<'_>) -> Vec<Py<PyUmsStage>> {
+        self.stages.iter().map(|c| c.clone_ref(py)).collect()
+    }
     /// How many users the send targets (0 for custom channel IDs).
     #[getter]
     fn audience(&self) -> u64 {
         self.audience
+    }
+    /// How many users some stage delivered to.
+    #[getter]
+    fn delivered(&self) -> u64 {
+        self.delivered
     }
     /// The user ids of the audience that no channel reaches, ascending.
     fn unreachable<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
@@ -1123,13 +1332,17 @@ impl PyUmsResolution {
                 .collect()
         })
     }
-    /// The count after every step, per channel then for the whole send.
+    /// The count after every step: per channel, then per stage (with its `stage`), then for
+    /// the whole send.
     fn explain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.explain
             .iter()
-            .map(|s| {
+            .map(|(stage, s)| {
                 let d = PyDict::new(py);
                 d.set_item("channel", s.channel.as_deref())?;
+                if let Some(n) = stage {
+                    d.set_item("stage", n)?;
+                }
                 d.set_item("step", s.step)?;
                 d.set_item("unit", s.unit)?;
                 d.set_item("count", s.count)?;
@@ -1150,5 +1363,6 @@ fn add_ums(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyUmsRegistry>()?;
     m.add_class::<PyUmsResolution>()?;
     m.add_class::<PyUmsChannel>()?;
+    m.add_class::<PyUmsStage>()?;
     Ok(())
 }

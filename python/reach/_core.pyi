@@ -19,6 +19,7 @@ __all__ = [
     "UmsChannel",
     "UmsRegistry",
     "UmsResolution",
+    "UmsStage",
     "__version__",
     "_jsonl_progress",
     "_set_chunking",
@@ -190,20 +191,57 @@ class UmsChannel:
     def __len__(self) -> int: ...
 
 @final
+class UmsStage:
+    """One stage of a template send: a channel's IDs, when they go out, whom they delivered to."""
+
+    @property
+    def stage(self) -> int:
+        """1-based; every channel of a send without a strategy is stage 1."""
+    @property
+    def delay(self) -> int:
+        """Seconds after the previous stage."""
+    @property
+    def offset(self) -> int:
+        """Seconds after the send."""
+    @property
+    def channel(self) -> UmsChannel:
+        """The channel's IDs of this stage (``reached``: the users sent to)."""
+    @property
+    def delivered(self) -> int:
+        """How many users this stage delivered to."""
+    @property
+    def delivered_ids(self) -> int:
+        """How many of its IDs delivered."""
+    @property
+    def groups(
+        self,
+    ) -> list[tuple[str, str | None, bool | None, npt.NDArray[np.uint32]]] | None:
+        """For an app channel routed through a JPush app: its IDs per JPush delivery group,
+        ``(platform, vendor, apns_production, ids)``; None otherwise."""
+
+@final
 class UmsResolution:
-    """The answer to a template send: per channel its IDs, and the users no channel reaches."""
+    """The answer to a template send: per channel its IDs, its stages, and the users no channel
+    reaches."""
 
     @property
     def channels(self) -> list[UmsChannel]:
         """The template's channels, in its order."""
     @property
+    def stages(self) -> list[UmsStage]:
+        """The stages, in order (without a send strategy: every channel, all stage 1)."""
+    @property
     def audience(self) -> int:
         """How many users the send targets (0 for custom channel IDs)."""
+    @property
+    def delivered(self) -> int:
+        """How many users some stage delivered to."""
     def unreachable(self) -> npt.NDArray[np.uint32]:
         """The user ids of the audience that no channel reaches, ascending."""
     def unreachable_userids(self) -> list[str]: ...
     def explain(self) -> list[dict[str, object]]:
-        """The count after every step, per channel then for the whole send."""
+        """The count after every step: per channel, then per stage (with its ``stage``), then
+        for the whole send."""
     def __len__(self) -> int: ...
 
 @final
@@ -251,5 +289,14 @@ class UmsRegistry:
         custom: Sequence[tuple[str, Sequence[str]]] | None = None,
         black: int | None = None,
         white: int | None = None,
+        rule: Sequence[tuple[str, int]] | None = None,
+        apps: Sequence[tuple[str, Registry]] | None = None,
+        platforms: Sequence[str] | None = None,
+        apns_production: bool = True,
     ) -> UmsResolution: ...
+    def set_undeliverable(self, add: Sequence[str] = ..., remove: Sequence[str] = ...) -> None: ...
+    def undeliverable(self) -> list[str]: ...
+    def save(self, path: str, extra: bytes) -> None: ...
+    @staticmethod
+    def load(path: str) -> tuple[UmsRegistry, bytes]: ...
     def memory_usage(self) -> dict[str, int]: ...

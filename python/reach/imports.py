@@ -21,6 +21,7 @@ UMS_FILES = (
     "lists.jsonl",
     "templates.jsonl",
     "rules.jsonl",
+    "undeliverable.jsonl",
 )
 """The files of a directory that a UMS registry loads, in the order they are loaded (channels
 first: templates and send strategies name them)."""
@@ -74,10 +75,16 @@ def _strings(line: dict[str, object], key: str) -> list[str]:
 def _ums_line(name: str, line: dict[str, object]) -> Callable[[UmsRegistry], object]:
     """Check one line of a UMS file; the change that applies it."""
     if name == "channels.jsonl":
-        if set(line) != {"channel_key", "type"}:
-            raise UmsError(1015018, 'a channel is {"channel_key", "type"}')
+        if not {"channel_key", "type"} <= set(line) <= {"channel_key", "type", "appkey"}:
+            raise UmsError(1015018, 'a channel is {"channel_key", "type", "appkey"?}')
         key, kind = _string(line, "channel_key"), _string(line, "type")
-        return lambda reg: reg.add_channel(key, kind)
+        appkey = _string(line, "appkey") if "appkey" in line else None
+        return lambda reg: reg.add_channel(key, kind, appkey)
+    if name == "undeliverable.jsonl":
+        if set(line) != {"id"}:
+            raise UmsError(1015018, 'an undeliverable ID is {"id"}')
+        rid = _string(line, "id")
+        return lambda reg: reg.set_undeliverable([rid])
     if name == "segments.jsonl":
         if set(line) != {"segment", "userids"}:
             raise UmsError(1015018, 'a user segment is {"segment", "userids"}')
@@ -112,7 +119,7 @@ def _load_ums(reg: UmsRegistry, path: Path) -> int:
             raise LoadError(f"{path.name} line {number}: {e}") from None
     scratch = UmsRegistry()
     for key, kind in reg.channels().items():
-        scratch.add_channel(key, kind)
+        scratch.add_channel(key, kind, reg.channel_apps.get(key))
     for number, change in changes:
         try:
             change(scratch)

@@ -29,7 +29,8 @@ code     refusal
 1015015  a template or send strategy channel key that is not a registered channel
 1015016  template_para lacks a variable of the template (the message names the channel)
 1015017  a filled channel content is over that channel's length limit (names the channel)
-1015018  user management: a refused user, tag, binding, channel, segment, list, template or rule
+1015018  user management: a refused user, tag, binding, channel (or its ``appkey``), segment,
+         list, template, rule or undeliverable ID
 1015019  app_para missing for a template with an app channel
 1015020  emulator: missing or wrong Basic auth (ChannelKey:MasterSecret), HTTP 401
 1015021  emulator: a method the path does not take, or no API at the path
@@ -41,19 +42,25 @@ code     refusal
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from . import _core
+from .errors import SnapshotError
 from .jpush import PLATFORMS
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 UmsResolution = _core.UmsResolution
 UmsChannel = _core.UmsChannel
+UmsStage = _core.UmsStage
 
 __all__ = [
     "CHANNEL_TYPES",
@@ -68,6 +75,7 @@ __all__ = [
     "UmsError",
     "UmsRegistry",
     "UmsResolution",
+    "UmsStage",
     "parse_rule",
     "parse_template",
     "parse_template_send",
@@ -473,6 +481,14 @@ class Template:
             out[key] = text
         return out
 
+    def to_json(self) -> dict[str, object]:
+        """The ``templates.jsonl`` form (``parse_template`` reads it back)."""
+        content = {
+            k: {"text": c.text} | ({} if c.max_length is None else {"max_length": c.max_length})
+            for k, c in self.content.items()
+        }
+        return {"template_id": self.template_id, "channels": list(self.channels), "content": content}
+
 
 @dataclass(frozen=True, slots=True)
 class SendRule:
@@ -484,6 +500,11 @@ class SendRule:
     @property
     def channels(self) -> tuple[str, ...]:
         return tuple(k for k, _ in self.stages)
+
+    def to_json(self) -> dict[str, object]:
+        """The ``rules.jsonl`` form (``parse_rule`` reads it back)."""
+        stages = [{"channel_key": k, "delay": d} for k, d in self.stages]
+        return {"rule_id": self.rule_id, "stages": stages}
 
 
 def _record_error(message: str) -> UmsError:
@@ -566,12 +587,15 @@ class UmsRegistry:
     reach.ums.UmsError: [1015031] template 8 does not exist
     """
 
-    __slots__ = ("_core", "rules", "templates")
+    __slots__ = ("_core", "channel_apps", "rules", "templates")
 
-    def __init__(self) -> None:
-        self._core = _core.UmsRegistry()
+    def __init__(self, core: _core.UmsRegistry | None = None) -> None:
+        self._core = core if core is not None else _core.UmsRegistry()
         self.templates: dict[int, Template] = {}
         self.rules: dict[int, SendRule] = {}
+        self.channel_apps: dict[str, str] = {}
+        """App channel key -> the JPush appkey its IDs belong to (``channels.jsonl``'s
+        ``appkey``); the emulator routes the channel through that app's devices."""
 
     def __len__(self) -> int:
         return len(self._core)
@@ -616,8 +640,16 @@ class UmsRegistry:
 
     # --- channels, segments, lists, templates, rules -------------------------------------------
 
-    def add_channel(self, channel_key: str, type: str) -> None:
+    def add_channel(self, channel_key: str, type: str, appkey: str | None = None) -> None:
+        """Register (or re-type) a channel; an app channel may name the JPush app whose
+        devices its IDs are (``appkey``)."""
+        if appkey is not None and (type != "app" or not isinstance(appkey, str) or not appkey):
+            raise _record_error(f"channel {channel_key!r}: appkey is for app channels only")
         self._core.add_channel(channel_key, type)
+        if appkey is not None:
+            self.channel_apps[channel_key] = appkey
+        else:
+            self.channel_apps.pop(channel_key, None)
 
     def channels(self) -> dict[str, str]:
         """Registered channels: key -> type."""
@@ -681,26 +713,105 @@ class UmsRegistry:
         return t
 
     def resolve(
-        self, send: TemplateSend | Mapping[str, object], *, broadcast: bool = False
+        self,
+        send: TemplateSend | Mapping[str, object],
+        *,
+        broadcast: bool = False,
+        devices: Mapping[str, Registry] | None = None,
     ) -> UmsResolution:
         """Resolve a template send (``broadcast``: the ``/v1/template/broadcast`` API) into
-        the IDs of every channel of its template; refusals raise ``UmsError``."""
+        the IDs of every channel of its template, and its stages; refusals raise ``UmsError``.
+
+        ``rule_id`` makes stages (``rust/ums/stages.rs``): stage 1 on the strategy's first
+        channel, each later one, after its delay, to the users no earlier stage delivered to;
+        custom channel IDs ignore it. An ID delivers unless it is ``undeliverable()``.
+        ``devices``: app channel key -> the JPush ``Registry`` its IDs are registration IDs of;
+        such a channel sends only to live devices on ``app_para.platform``, in JPush's
+        platform/vendor groups (``UmsStage.groups``), and an ID delivers when its device is
+        online.
+
+        >>> from reach import Registry
+        >>> reg = UmsRegistry()
+        >>> reg.add_channel("app1", "app"); reg.add_channel("sms1", "sms")
+        >>> _ = reg.add_template({"template_id": 1, "channels": ["app1", "sms1"],
+        ...                       "content": {"app1": "Hi", "sms1": "Hi"}})
+        >>> _ = reg.add_rule({"rule_id": 2, "stages": [{"channel_key": "app1"},
+        ...                                            {"channel_key": "sms1", "delay": 300}]})
+        >>> _ = reg.upsert_user("u1", bindings={"app1": {"app": ["r1"]}, "all": {"sms": ["139"]}})
+        >>> _ = reg.upsert_user("u2", bindings={"app1": {"app": ["r2"]}, "all": {"sms": ["138"]}})
+        >>> jpush = Registry()
+        >>> _ = jpush.upsert("r1", "android", online=True)
+        >>> _ = jpush.upsert("r2", "ios")
+        >>> res = reg.resolve({"aud_userid": ["u1", "u2"], "template_id": 1,
+        ...                    "template_para": {}, "app_para": {"platform": "all"},
+        ...                    "rule_id": 2}, devices={"app1": jpush})
+        >>> [(s.stage, s.offset, s.channel.channel_ids(), s.delivered) for s in res.stages]
+        [(1, 0, ['r1', 'r2'], 1), (2, 300, ['138'], 1)]
+        """
         s = (
             send
             if isinstance(send, TemplateSend)
             else parse_template_send(dict(send), broadcast=broadcast)
         )
         t = self.template(s)
+        custom = [(c.type, list(c.ids)) for c in s.channel_ids] or None
+        # The seed: a send strategy has no effect on custom channel IDs.
+        rule = self.rules[s.rule_id].stages if s.rule_id is not None and not custom else None
+        app = s.app_para
         return self._core.resolve(
             list(t.channels),
             broadcast=s.broadcast,
             tags=list(s.tags) or None,
             userids=list(s.userids) or None,
             segment=s.segment,
-            custom=[(c.type, list(c.ids)) for c in s.channel_ids] or None,
+            custom=custom,
             black=s.option.black_id,
             white=s.option.white_id,
+            rule=list(rule) if rule is not None else None,
+            apps=[(k, r._core) for k, r in (devices or {}).items()] or None,
+            platforms=list(app.platform) if app is not None and app.platform else None,
+            apns_production=app.apns_production if app is not None else True,
         )
+
+    # --- delivery and snapshots ----------------------------------------------------------------
+
+    def set_undeliverable(self, add: list[str] = (), remove: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Mark channel registration IDs undeliverable (a later stage of a send strategy
+        retries their users), or deliverable again; a bad ID refuses the whole call (1015018)."""
+        for value in (*add, *remove):
+            if not isinstance(value, str):
+                raise _record_error("an undeliverable ID must be a string")
+        self._core.set_undeliverable(list(add), list(remove))
+
+    def undeliverable(self) -> list[str]:
+        """The undeliverable IDs."""
+        return self._core.undeliverable()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a snapshot of everything (users, lists, templates, send strategies, channel
+        apps, undeliverable IDs) atomically, with a checksum."""
+        extra = {
+            "templates": [t.to_json() for t in self.templates.values()],
+            "rules": [r.to_json() for r in self.rules.values()],
+            "channel_apps": self.channel_apps,
+        }
+        self._core.save(os.fspath(path), json.dumps(extra, ensure_ascii=False).encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> UmsRegistry:
+        """Read a snapshot; ``SnapshotError`` if it is corrupt, truncated or not a UMS one."""
+        core, extra = _core.UmsRegistry.load(os.fspath(path))
+        reg = cls(core)
+        try:
+            data = json.loads(extra)
+            for t in data["templates"]:
+                reg.templates[t["template_id"]] = parse_template(t)
+            for r in data["rules"]:
+                reg.rules[r["rule_id"]] = parse_rule(r)
+            reg.channel_apps = {str(k): str(v) for k, v in data["channel_apps"].items()}
+        except (ValueError, KeyError, TypeError) as e:
+            raise SnapshotError(f"bad snapshot: templates and rules do not decode: {e}") from None
+        return reg
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes used per structure, and ``total``."""

@@ -115,12 +115,24 @@ mod tests {
         ums.upsert_user(&user(
             "u",
             &[],
-            &[("app1", ChannelType::App, &["r-and", "r-ios", "r-gone", "r-none"])],
+            &[(
+                "app1",
+                ChannelType::App,
+                &["r-and", "r-ios", "r-gone", "r-none"],
+            )],
         ))
         .unwrap();
         let mut dev = Registry::new();
-        dev.upsert("r-and", Platform::Android, Some(Vendor::Xiaomi), &[], None, None, true)
-            .unwrap();
+        dev.upsert(
+            "r-and",
+            Platform::Android,
+            Some(Vendor::Xiaomi),
+            &[],
+            None,
+            None,
+            true,
+        )
+        .unwrap();
         dev.upsert("r-ios", Platform::Ios, None, &[], None, None, false)
             .unwrap();
         dev.upsert("r-gone", Platform::Ios, None, &[], None, None, true)
@@ -137,7 +149,11 @@ mod tests {
             (Platform::Android, Some(Vendor::Xiaomi), &vec![0])
         );
         assert_eq!(
-            (groups[1].platform, groups[1].apns_production, &groups[1].ids),
+            (
+                groups[1].platform,
+                groups[1].apns_production,
+                &groups[1].ids
+            ),
             (Platform::Ios, Some(false), &vec![1])
         );
         let ios = AppDevices::new(&ums, &ids, &dev, Some(&[Platform::Ios]));

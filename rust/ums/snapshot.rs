@@ -190,8 +190,12 @@ mod tests {
             &[("app1", App, &["a0", "a0b"]), ("all", Sms, &["p0"])],
         ))
         .unwrap();
-        r.upsert_user(&user("u1", &[("sms1", &["vip"])], &[("sms1", Sms, &["p1"])]))
-            .unwrap();
+        r.upsert_user(&user(
+            "u1",
+            &[("sms1", &["vip"])],
+            &[("sms1", Sms, &["p1"])],
+        ))
+        .unwrap();
         r.upsert_user(&user("u2", &[], &[])).unwrap();
         r.delete_user("u2");
         r.add_segment("s", &["u0", "ghost"]).unwrap();

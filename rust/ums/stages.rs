@@ -76,8 +76,15 @@ impl UmsRegistry {
 
     /// The black or white list of a send (already checked to exist by `resolve`).
     fn send_list(&self, spec: &SendSpec) -> Option<(&IdList, bool)> {
-        let black = spec.black.and_then(|b| self.lists.get(&b)).map(|l| (l, true));
-        black.or_else(|| spec.white.and_then(|w| self.lists.get(&w)).map(|l| (l, false)))
+        let black = spec
+            .black
+            .and_then(|b| self.lists.get(&b))
+            .map(|l| (l, true));
+        black.or_else(|| {
+            spec.white
+                .and_then(|w| self.lists.get(&w))
+                .map(|l| (l, false))
+        })
     }
 
     /// The users of `users` with one of their IDs selected on channel `key` in `ids`: the
@@ -276,7 +283,8 @@ mod tests {
         let mut r = UmsRegistry::new();
         r.add_channel("app1", App).unwrap();
         r.add_channel("sms1", Sms).unwrap();
-        let users: [(&str, &[(&str, ChannelType, &[&str])]); 4] = [
+        type Binds<'a> = &'a [(&'a str, ChannelType, &'a [&'a str])];
+        let users: [(&str, Binds); 4] = [
             ("u0", &[("app1", App, &["a0"]), ("all", Sms, &["p0"])]),
             ("u1", &[("app1", App, &["a1"]), ("all", Sms, &["p1"])]),
             ("u2", &[("all", Sms, &["p2"])]),

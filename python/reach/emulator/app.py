@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -50,9 +50,11 @@ from .mutations import (
     Mutation,
     Register,
     SetOnline,
+    SetUndeliverable,
     UpdateDevice,
     UpdateTag,
     UpsertUser,
+    UserMutation,
     parse_platforms,
 )
 from .store import Store, StoredMessage
@@ -143,8 +145,14 @@ class _Ums:
         self.key = key
         self.secret = secret.encode()
         self.registry = registry
-        self.owner = f"ums:{key}"  # its journal's owner (keys of apps and accounts may not clash)
+        self.owner = _ums_owner(key)
         self.lock = threading.Lock()
+        self.unsaved = 0  # journal entries since the last checkpoint
+
+
+def _ums_owner(key: str) -> str:
+    """A UMS account's owner name in the store (keys of apps and accounts may not clash)."""
+    return f"ums:{key}"
 
 
 class _RateLimit:
@@ -236,18 +244,43 @@ class Emulator:
             self.ums[a.appkey] = self._open_ums(a, ums_import if i == 0 else None)
 
     def _open_ums(self, account: AppConfig, import_dir: str | Path | None) -> _Ums:
-        """A UMS account's users: its import files (loaded at every start: UMS registries are
-        not snapshotted yet), then the user changes of its journal, in order."""
-        reg = UmsRegistry()
-        if import_dir is not None:
-            import_directory(reg, import_dir)
+        """A UMS account's registry: its last snapshot, or on a store without one its import
+        files (then snapshotted at once, so later starts do not read them again); then the
+        user changes journaled after it, in order."""
+        owner = _ums_owner(account.appkey)
+        self.store.add_app(owner, account.secret)
+        reg, entries = self.store.open_ums(owner)
+        fresh = reg is None
+        if reg is None:
+            reg = UmsRegistry()
+            if import_dir is not None:
+                import_directory(reg, import_dir)
         acc = _Ums(account.appkey, account.secret, reg)
-        for m in self.store.journal_entries(acc.owner):
+        for m in entries:
             try:
                 m.apply(reg)
-            except UmsError as e:  # the import files changed under a journaled change
+            except UmsError as e:  # a store journaled before its first snapshot, import changed
                 log.warning("UMS %s: journaled %s no longer applies: %s", acc.key, m.op, e)
+        acc.unsaved = len(entries)
+        self._channel_apps(acc)  # every app channel must name a served app
+        if fresh:
+            self.store.checkpoint(owner, reg)
+            acc.unsaved = 0
         return acc
+
+    def _channel_apps(self, acc: _Ums) -> dict[str, _App]:
+        """The JPush app of each app channel of a UMS account: the one its ``appkey`` names
+        (``channels.jsonl``), else the app whose key is the channel key, else the first app."""
+        first = next(iter(self.apps))
+        out: dict[str, _App] = {}
+        for key, kind in acc.registry.channels().items():
+            if kind != "app":
+                continue
+            appkey = acc.registry.channel_apps.get(key) or (key if key in self.apps else first)
+            if appkey not in self.apps:
+                raise ValueError(f"UMS app channel {key!r} names app {appkey!r}, not served")
+            out[key] = self.apps[appkey]
+        return out
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -255,7 +288,7 @@ class Emulator:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
     ) -> Reply:
         """Answer one request. ``headers`` keys are matched case-insensitively."""
-        ums = urlsplit(target).path.startswith("/v1/")
+        ums = urlsplit(target).path.startswith(_UMS_PATHS)
         try:
             reply = self._handle(method.upper(), target, headers, body)
         except (PushError, UmsError) as e:
@@ -279,9 +312,9 @@ class Emulator:
             if len(body) > limit:
                 raise PushError(1005, f"the request body is {len(body)} bytes; at most {limit}")
             caller = self._authenticate(headers) if auth else ""
-            if caller and (caller in self.ums) != path.startswith("/v1/"):
-                if path.startswith("/v1/"):
-                    raise UmsError(AUTH_FAILED, "the /v1/ APIs take a UMS ChannelKey:MasterSecret")
+            if caller and (caller in self.ums) != path.startswith(_UMS_PATHS):
+                if path.startswith(_UMS_PATHS):
+                    raise UmsError(AUTH_FAILED, f"{path} takes a UMS ChannelKey:MasterSecret")
                 raise PushError(1008, f"{caller} is a UMS account: it calls the /v1/ APIs")
             rate_headers: dict[str, str] = {}
             if self._rate is not None and caller:
@@ -496,11 +529,16 @@ class Emulator:
         durable.result()
 
     def checkpoint(self) -> None:
-        """Snapshot every app that has journaled mutations (on shutdown, after an import)."""
+        """Snapshot every app and UMS account that has journaled mutations (on shutdown, after
+        an import)."""
         for app in self.apps.values():
             with app.lock:
                 self.store.checkpoint(app.appkey, app.registry)
                 app.unsaved = 0
+        for acc in self.ums.values():
+            with acc.lock:
+                self.store.checkpoint(acc.owner, acc.registry)
+                acc.unsaved = 0
 
     def _device(self, req: _Request, m: re.Match[str]) -> Reply:
         app = self._app(req)
@@ -599,22 +637,27 @@ class Emulator:
     def _template_send(self, req: _Request, broadcast: bool) -> Reply:
         acc = self._ums_account(req)
         send = parse_template_send(_json_body(req.body), broadcast=broadcast)
-        res = acc.registry.resolve(send)
+        devices = {k: app.registry for k, app in self._channel_apps(acc).items()}
+        res = acc.registry.resolve(send, devices=devices)
         delivery = messages.ums_plan(res, self.batch_size)
         msg_id = self.store.next_msg_id()
         response = {"code": 0, "msgid": str(msg_id), "sendno": send.sendno}
         info = {
             "sendno": send.sendno,
             "template_id": send.template_id,
+            "rule_id": send.rule_id,
             "owner": send.option.owner,
             "priority": send.option.priority,
             "callback": send.callback,
             "audience": res.audience,
             "unreachable": len(res.unreachable()),
+            "delivered": res.delivered,
+            "stages": messages.ums_stages(res),
         }
+        ttl = send.app_para.time_to_live if send.app_para is not None else 0
         api = "template/broadcast" if broadcast else "template/sent"
         self.store.add_message(
-            StoredMessage(msg_id, acc.key, api, None, self.clock(), 0, info, response,
+            StoredMessage(msg_id, acc.key, api, None, self.clock(), ttl, info, response,
                           delivery.batches, delivery.ids, delivery.online)
         )  # fmt: skip
         return Reply.json(response)
@@ -639,19 +682,33 @@ class Emulator:
         self._mutate_users(acc, users)
         return Reply.json({"code": 0, "uploaded": len(users)})
 
-    def _mutate_users(self, acc: _Ums, changes: list[UpsertUser] | list[DeleteUser]) -> None:
-        """Apply (the core refuses a bad user whole) and journal each change; return once the
+    def _undeliverable(self, req: _Request, _: re.Match[str]) -> Reply:
+        """The delivery model's undeliverable channel IDs: read, or change with
+        ``{"add"?: [IDs], "remove"?: [IDs]}``; answers the list as it is now."""
+        acc = self._ums_account(req)
+        if req.method == "POST":
+            self._mutate_users(acc, [SetUndeliverable.parse(_json_body(req.body))])
+        return Reply.json({"code": 0, "ids": acc.registry.undeliverable()})
+
+    def _mutate_users(self, acc: _Ums, changes: Sequence[UserMutation]) -> None:
+        """Apply (the core refuses a bad change whole) and journal each change; return once the
         journal is on disk. A refused change stops the request; the ones before it stay."""
         durable = []
         with acc.lock:
             for change in changes:
                 change.apply(acc.registry)
                 durable.append(self.store.journal(acc.owner, change))
+                acc.unsaved += 1
+            if acc.unsaved >= self.checkpoint_every:
+                self.store.checkpoint(acc.owner, acc.registry)
+                acc.unsaved = 0
         for d in durable:
             d.result()
 
 
 _NO_IDS = np.zeros(0, dtype=np.uint32)
+_UMS_PATHS: Final = ("/v1/", "/_emulator/ums/")
+"""Paths of UMS accounts: UMS auth, and answers in UMS's shape."""
 
 
 # JPush refusals of the transport (auth, method, size, rate, JSON) as UMS codes on /v1/ paths.
@@ -722,6 +779,8 @@ _ROUTES: Final = [
     _route(r"/v1/template/broadcast", POST=Emulator._template_broadcast),
     _route(r"/v1/users", POST=Emulator._users),
     _route(rf"/v1/users/(?P<userid>{_SEG})", GET=Emulator._user, DELETE=Emulator._user),
+    _route(r"/_emulator/ums/undeliverable", GET=Emulator._undeliverable,
+           POST=Emulator._undeliverable),  # fmt: skip
     _route(r"/_emulator/devices", POST=Emulator._register),
     _route(rf"/_emulator/devices/(?P<rid>{_SEG})/online", POST=Emulator._online),
     _route(rf"/_emulator/devices/(?P<rid>{_SEG})", DELETE=Emulator._unregister),

@@ -125,20 +125,43 @@ def received_unknown(msg_id: int) -> dict[str, Any]:
 
 
 def ums_plan(res: UmsResolution, batch_size: int) -> Delivery:
-    """The batches of a UMS template send: per channel of the template (in its order), its IDs
-    in batches of at most ``batch_size``; every batch is stage 1 (send strategies' later stages
-    are not modelled yet)."""
+    """The batches of a UMS template send: per stage (without a send strategy: every channel
+    of the template, in its order, all stage 1), its channel's IDs in batches of at most
+    ``batch_size``, released ``offset`` seconds after the send; an app channel routed through
+    a JPush app is split as JPush splits a push (platform, Android vendor, APNs environment)."""
     meta: list[dict[str, Any]] = []
     parts: list[npt.NDArray[np.uint32]] = []
-    for c in res.channels:
-        ids = c.ids
-        head: dict[str, object] = {"channel": c.key, "type": c.type, "stage": 1}
-        head["release_offset"] = 0
-        for start in range(0, len(ids), batch_size):
-            meta.append(head | {"size": min(batch_size, len(ids) - start)})
-        parts.append(ids)
+    for st in res.stages:
+        c = st.channel
+        head: dict[str, object] = {"channel": c.key, "type": c.type, "stage": st.stage}
+        head |= {"delay": st.delay, "release_offset": st.offset}
+        groups = [(head, c.ids)] if st.groups is None else [
+            (head | {"platform": p, "vendor": v, "apns_production": a}, ids)
+            for p, v, a, ids in st.groups
+        ]  # fmt: skip
+        for group, ids in groups:
+            for start in range(0, len(ids), batch_size):
+                meta.append(group | {"size": min(batch_size, len(ids) - start)})
+            parts.append(ids)
     ids = np.concatenate(parts).astype(np.uint32, copy=False) if parts else _EMPTY
     return Delivery(meta, ids, _EMPTY)
+
+
+def ums_stages(res: UmsResolution) -> list[dict[str, Any]]:
+    """What the inspection shows of each stage: its channel, timing and delivery counts."""
+    return [
+        {
+            "stage": st.stage,
+            "channel": st.channel.key,
+            "delay": st.delay,
+            "offset": st.offset,
+            "users": st.channel.reached,
+            "ids": len(st.channel),
+            "delivered_ids": st.delivered_ids,
+            "delivered": st.delivered,
+        }
+        for st in res.stages
+    ]
 
 
 def inspect(

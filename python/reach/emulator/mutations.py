@@ -344,8 +344,34 @@ class DeleteUser:
             raise UmsError(BAD_RECORD, f"user {self.userid!r} does not exist")
 
 
+@dataclass(frozen=True, slots=True)
+class SetUndeliverable:
+    """The emulator's UMS delivery model: channel registration IDs that stop delivering
+    (``add``) or deliver again (``remove``). Checked whole by the core before it changes."""
+
+    op: ClassVar[str] = "set_undeliverable"
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, obj: object) -> SetUndeliverable:
+        """``{"add"?: [IDs], "remove"?: [IDs]}``, at most 1000 IDs in all."""
+        if not isinstance(obj, dict) or not obj or not set(obj) <= {"add", "remove"}:
+            raise UmsError(BAD_RECORD, 'the body is {"add"?: [IDs], "remove"?: [IDs]}')
+        lists = {k: obj.get(k, []) for k in ("add", "remove")}
+        for key, ids in lists.items():
+            if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+                raise UmsError(BAD_RECORD, f"{key} must be an array of non-empty ID strings")
+        if sum(len(v) for v in lists.values()) > _MAX_IDS:
+            raise UmsError(BAD_RECORD, f"at most {_MAX_IDS} IDs per call")
+        return cls(tuple(lists["add"]), tuple(lists["remove"]))
+
+    def apply(self, reg: UmsRegistry) -> None:
+        reg.set_undeliverable(list(self.add), list(self.remove))
+
+
 Mutation = Register | UpdateDevice | UpdateTag | DeleteTag | DeleteAlias | SetOnline | DeleteDevice
-UserMutation = UpsertUser | DeleteUser
+UserMutation = UpsertUser | DeleteUser | SetUndeliverable
 _KINDS: Final[dict[str, type[Mutation | UserMutation]]] = {
     k.op: k
     for k in (
@@ -358,6 +384,7 @@ _KINDS: Final[dict[str, type[Mutation | UserMutation]]] = {
         DeleteDevice,
         UpsertUser,
         DeleteUser,
+        SetUndeliverable,
     )
 }
 

@@ -3,8 +3,9 @@
 What is in it:
 
 - ``apps``: every app (key, secret) and the snapshot its registry starts from, with the journal
-  sequence number that snapshot covers;
-- ``journal``: every acknowledged device mutation after that snapshot, in order;
+  sequence number that snapshot covers; a UMS account has a row too (key ``ums:<ChannelKey>``),
+  its snapshot a UMS registry's (``UmsRegistry.save``);
+- ``journal``: every acknowledged device (or UMS user) mutation after that snapshot, in order;
 - ``messages``: every sent push with its delivery batches (device ids as ``uint32`` bytes), the
   devices that were online when it was sent, and the answer given (for cid idempotency);
 - ``online_events``: when devices came online (offline delivery within ``time_to_live``).
@@ -33,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..registry import Registry
+from ..ums import UmsRegistry
 from . import mutations
 from .mutations import Mutation, UserMutation
 
@@ -205,15 +207,22 @@ class Store:
             m.apply(reg)
         return reg, len(rows)
 
-    def journal_entries(self, owner: str) -> list[UserMutation]:
-        """Every journaled mutation of ``owner`` (a registry kept without snapshots), in order."""
+    def open_ums(self, owner: str) -> tuple[UmsRegistry | None, list[UserMutation]]:
+        """A UMS account's last snapshot (None if it has none yet: the caller starts from its
+        import files) and the journaled user mutations after it, in order."""
         with self._lock:
+            row = self._db.execute(
+                "SELECT snapshot, seq FROM apps WHERE appkey = ?", (owner,)
+            ).fetchone()
+            snapshot, seq = (None, 0) if row is None else row
+            reg = UmsRegistry.load(self.path / "snapshots" / snapshot) if snapshot else None
             rows = self._db.execute(
-                "SELECT op, args FROM journal WHERE appkey = ? ORDER BY seq", (owner,)
+                "SELECT op, args FROM journal WHERE appkey = ? AND seq > ? ORDER BY seq",
+                (owner, seq),
             ).fetchall()
         out = [mutations.from_json(op, args) for op, args in rows]
         assert all(isinstance(m, UserMutation) for m in out), "a user journal holds user mutations"
-        return out  # type: ignore[return-value]
+        return reg, out  # type: ignore[return-value]
 
     def journal(
         self,
@@ -242,9 +251,9 @@ class Store:
             ).fetchone()
         return int(row[0])
 
-    def checkpoint(self, appkey: str, reg: Registry) -> None:
-        """Snapshot ``reg`` (which must hold every journaled mutation of the app: the caller holds
-        the app's write lock) and drop the journal it covers."""
+    def checkpoint(self, appkey: str, reg: Registry | UmsRegistry) -> None:
+        """Snapshot ``reg`` (which must hold every journaled mutation of the app or UMS account:
+        the caller holds its lock) and drop the journal it covers."""
         self.flush()  # the journal must hold every mutation the registry has applied
         with self._lock:
             row = self._db.execute(
