@@ -3,6 +3,13 @@
 Written from the seed's rules as DESIGN.md and ``rust/ums/resolve.rs``'s module doc state them,
 not from the core: every channel's IDs are computed user by user with Python sets and dicts,
 so that it is obviously right. The UMS property tests compare the compiled core against it.
+
+Send strategies and delivery (``rust/ums/stages.rs``'s module doc): an ID delivers unless it is
+undeliverable; an app channel routed through a JPush app sends only its IDs that are live devices
+there on the platforms, and such an ID delivers when its device is online. A user is delivered by
+a stage when one of its IDs selected on the stage's channel (before any list) was delivered.
+Stage 1 is the strategy's first channel; stage k sends the channel's reached users that no
+earlier stage delivered to, with their IDs.
 """
 
 from __future__ import annotations
@@ -25,6 +32,23 @@ class User:
 class ChannelAnswer:
     ids: set[str]
     reached: set[str]
+    per_user: dict[str, set[str]] = field(default_factory=dict)  # reached user -> its IDs sent
+
+
+@dataclass
+class StageAnswer:
+    stage: int
+    key: str
+    delay: int
+    offset: int
+    ids: set[str]
+    users: set[str]
+    delivered_ids: set[str]
+    delivered: set[str]
+
+
+Devices = Mapping[str, tuple[str, bool]]
+"""A JPush app's live devices: registration ID -> (platform, online)."""
 
 
 @dataclass
@@ -40,6 +64,7 @@ class UmsModel:
     channels: dict[str, str] = field(default_factory=dict)
     segments: dict[str, set[str]] = field(default_factory=dict)
     lists: dict[int, tuple[set[str], set[str]]] = field(default_factory=dict)
+    undeliverable: set[str] = field(default_factory=set)
 
     def upsert_user(
         self,
@@ -96,7 +121,18 @@ class UmsModel:
         custom: Mapping[str, Sequence[str]] | None = None,
         black: int | None = None,
         white: int | None = None,
+        apps: Mapping[str, Devices] | None = None,
+        platforms: Sequence[str] | None = None,
     ) -> Answer:
+        """``apps``: app channel key -> the devices its IDs are routed through."""
+        apps = apps or {}
+
+        def routed(key: str, kind: str, rid: str) -> bool:
+            if kind != "app" or key not in apps:
+                return True
+            device = apps[key].get(rid)
+            return device is not None and (platforms is None or device[0] in platforms)
+
         black_users, black_ids = self.lists[black] if black is not None else (set(), set())
         white_list = self.lists[white] if white is not None else None
         answers: list[ChannelAnswer] = []
@@ -104,7 +140,7 @@ class UmsModel:
         for key in channels:
             kind = self.channels[key]
             if custom is not None:
-                given = set(custom.get(kind, ()))
+                given = {r for r in custom.get(kind, ()) if routed(key, kind, r)}
                 if white_list is not None:
                     given &= white_list[1]
                 answers.append(ChannelAnswer(given - black_ids, set()))
@@ -118,14 +154,51 @@ class UmsModel:
             else:
                 a = set(userids) & set(self.users)
             audience |= a
-            ids: set[str] = set()
-            reached: set[str] = set()
+            per_user: dict[str, set[str]] = {}
             for user in a - black_users:
                 for rid in self._ids(user, key, kind):
                     listed = white_list is None or user in white_list[0] or rid in white_list[1]
-                    if rid not in black_ids and listed:
-                        ids.add(rid)
-                        reached.add(user)
-            answers.append(ChannelAnswer(ids, reached))
+                    if rid not in black_ids and listed and routed(key, kind, rid):
+                        per_user.setdefault(user, set()).add(rid)
+            ids = set().union(*per_user.values())
+            answers.append(ChannelAnswer(ids, set(per_user), per_user))
         reached_any = set().union(*(c.reached for c in answers))
         return Answer(answers, audience, audience - reached_any)
+
+    def stages(
+        self,
+        channels: Sequence[str],
+        answer: Answer,
+        rule: Sequence[tuple[str, int]] | None,
+        apps: Mapping[str, Devices] | None = None,
+    ) -> list[StageAnswer]:
+        """The stages of a resolved send (``rule``: (channel key, delay); None, or custom
+        channel IDs: every channel at once, stage 1)."""
+        apps = apps or {}
+        kinds = {key: self.channels[key] for key in channels}
+
+        def delivers(key: str, rid: str) -> bool:
+            if kinds[key] == "app" and key in apps:
+                return apps[key][rid][1]
+            return rid not in self.undeliverable
+
+        def stage(n: int, key: str, delay: int, offset: int, users: set[str]) -> StageAnswer:
+            c = answer.channels[list(channels).index(key)]
+            ids = set().union(*(c.per_user[u] for u in users)) if users else set()
+            if not c.per_user:  # custom channel IDs: no users
+                ids = c.ids
+            sent = {r for r in ids if delivers(key, r)}
+            delivered = {u for u in users if set(self._ids(u, key, kinds[key])) & sent}
+            return StageAnswer(n, key, delay, offset, ids, users, sent, delivered)
+
+        if rule is None:
+            return [stage(1, k, 0, 0, set(c.reached)) for k, c in zip(channels, answer.channels)]
+        out: list[StageAnswer] = []
+        done: set[str] = set()
+        offset = 0
+        for n, (key, delay) in enumerate(rule, 1):
+            offset += delay
+            reached = answer.channels[list(channels).index(key)].reached
+            out.append(stage(n, key, delay, offset, reached - done))
+            done |= out[-1].delivered
+        return out

@@ -1,0 +1,278 @@
+"""Send strategies, delivery and app routing of UMS template sends against the plain-sets model
+(``ums_model``), the refusals they add, and UMS snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reach import Registry, SnapshotError
+from reach.ums import CHANNEL_TYPES, UmsError, UmsRegistry
+from test_ums_registry import IDS, KEYS, TAGS, USERS, build, send, world
+from ums_model import Devices
+
+PLATFORM_FILTERS = (None, ("android",), ("ios", "web"))
+
+
+@st.composite
+def delivery(draw: st.DrawFn, channels: list[str]) -> dict[str, Any]:
+    """A send strategy over ``channels`` (or none), undeliverable IDs, and maybe JPush devices
+    that the app channels route through, with an ``app_para.platform`` filter."""
+    order = draw(st.permutations(channels))
+    delays = draw(st.lists(st.integers(0, 900), min_size=len(order), max_size=len(order)))
+    devices: Devices = draw(
+        st.dictionaries(
+            st.sampled_from((*IDS, "x1")),
+            st.tuples(st.sampled_from(("android", "ios", "web")), st.booleans()),
+            max_size=8,
+        )
+    )
+    return {
+        "rule": list(zip(order, delays, strict=True)) if draw(st.integers(0, 3)) else None,
+        "undeliverable": draw(st.lists(st.sampled_from((*IDS, "x2")), unique=True, max_size=5)),
+        "devices": devices if draw(st.booleans()) else None,
+        "platforms": draw(st.sampled_from(PLATFORM_FILTERS)),
+    }
+
+
+@st.composite
+def reachable_users(draw: st.DrawFn, types: list[str]) -> list[tuple[str, Any, Any]]:
+    """Users bound on the template channels' own keys and types (and globally), so that most
+    channels reach someone and later stages have users to retry: random users rarely are."""
+    keys = dict(zip(KEYS, types, strict=True))
+    ids = st.lists(st.sampled_from(IDS), min_size=1, max_size=2)
+    out = []
+    for userid in draw(st.lists(st.sampled_from(USERS), unique=True, max_size=6)):
+        own = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=3))
+        bindings: dict[str, dict[str, list[str]]] = {k: {keys[k]: draw(ids)} for k in own}
+        bindings["all"] = {t: draw(ids) for t in draw(st.sets(st.sampled_from(types)))}
+        tags = {draw(st.sampled_from(("all", *KEYS))): draw(st.lists(st.sampled_from(TAGS)))}
+        out.append((userid, tags, bindings))
+    return out
+
+
+@given(world(), send(), st.data())
+def test_stages_match_the_model(w: dict[str, Any], s: dict[str, Any], data: st.DataObject) -> None:
+    w = {**w, "users": w["users"] + data.draw(reachable_users(w["types"]))}
+    reg, model = build(w)
+    channels = s["channels"]
+    d = data.draw(delivery(channels))
+    reg.add_template(
+        {"template_id": 1, "channels": channels, "content": dict.fromkeys(channels, "hi")}
+    )
+    body = dict(s["body"])
+    if d["rule"] is not None:
+        stages = [{"channel_key": k, "delay": t} for k, t in d["rule"]]
+        reg.add_rule({"rule_id": 5, "stages": stages})
+        body["rule_id"] = 5
+    if d["platforms"] is not None:
+        body["app_para"] = {"platform": list(d["platforms"])}
+    reg.set_undeliverable(d["undeliverable"])
+    model.undeliverable = set(d["undeliverable"])
+    apps: dict[str, Devices] = {}
+    jpush = Registry()
+    if d["devices"] is not None:
+        for rid, (platform, online) in d["devices"].items():
+            jpush.upsert(rid, platform, online=online)
+        apps = {k: d["devices"] for k in channels if model.channels[k] == "app"}
+    res = reg.resolve(body, broadcast=s["broadcast"], devices=dict.fromkeys(apps, jpush))
+
+    custom = None
+    if any(k.removeprefix("aud_") in CHANNEL_TYPES for k in body):
+        custom = {t: body[f"aud_{t}"][0]["data"] for t in CHANNEL_TYPES if f"aud_{t}" in body}
+    option = body.get("option", {})
+    want = model.resolve(
+        channels,
+        broadcast=s["broadcast"],
+        tags=body.get("aud_tag", ()),
+        userids=body.get("aud_userid", ()),
+        segment=body.get("aud_segment", [None])[0],
+        custom=custom,
+        black=option.get("black_id"),
+        white=option.get("white_id"),
+        apps=apps,
+        platforms=d["platforms"],
+    )
+    for got, exp in zip(res.channels, want.channels, strict=True):
+        assert set(got.channel_ids()) == exp.ids
+        assert got.reached == len(exp.reached)
+    assert set(res.unreachable_userids()) == want.unreachable
+
+    rule = d["rule"] if custom is None else None  # the seed: no strategy for custom IDs
+    stages = model.stages(channels, want, rule, apps)
+    assert len(res.stages) == len(stages)
+    for got, exp in zip(res.stages, stages, strict=True):
+        assert (got.stage, got.channel.key, got.delay, got.offset) == (
+            exp.stage,
+            exp.key,
+            exp.delay,
+            exp.offset,
+        )
+        assert set(got.channel.channel_ids()) == exp.ids
+        assert got.channel.reached == len(exp.users)
+        assert (got.delivered_ids, got.delivered) == (len(exp.delivered_ids), len(exp.delivered))
+        if exp.key in apps:
+            assert got.groups is not None
+            grouped = [(p, rid) for p, _, _, ids in got.groups for rid in reg.channel_ids(ids)]
+            assert sorted(r for _, r in grouped) == sorted(exp.ids)
+            assert all(d["devices"][rid][0] == p for p, rid in grouped)
+        else:
+            assert got.groups is None
+    assert res.delivered == len(set().union(*(x.delivered for x in stages)))
+    steps = res.explain()
+    assert [x["count"] for x in steps if x["step"] == "delivered"] == [
+        len(x.delivered) for x in stages
+    ]
+    assert [x["stage"] for x in steps if x["step"] == "delivered"] == [x.stage for x in stages]
+    assert steps[-1]["step"] == "unreachable" and steps[-1]["count"] == len(want.unreachable)
+
+
+# ---- worked cases and refusals ---------------------------------------------------------------
+
+
+@pytest.fixture
+def reg() -> UmsRegistry:
+    r = UmsRegistry()
+    r.add_channel("app1", "app")
+    r.add_channel("sms1", "sms")
+    r.add_channel("mail", "email")
+    r.add_template(
+        {
+            "template_id": 1,
+            "channels": ["app1", "sms1", "mail"],
+            "content": {"app1": "Hi", "sms1": "Hi", "mail": "Hi"},
+        }
+    )
+    r.add_rule(
+        {
+            "rule_id": 7,
+            "stages": [
+                {"channel_key": "app1"},
+                {"channel_key": "sms1", "delay": 300},
+                {"channel_key": "mail", "delay": 3600},
+            ],
+        }
+    )
+    for i in range(4):
+        binds = {"all": {"sms": [f"p{i}"], "email": [f"e{i}@x"]}}
+        if i < 3:
+            binds["app1"] = {"app": [f"r{i}"]}
+        r.upsert_user(f"u{i}", {"all": ["vip"]}, binds)
+    return r
+
+
+BODY: dict[str, Any] = {
+    "aud_tag": ["vip"],
+    "template_id": 1,
+    "template_para": {},
+    "app_para": {"platform": "all"},
+    "rule_id": 7,
+}
+
+
+def test_each_stage_goes_to_the_undelivered(reg: UmsRegistry) -> None:
+    jpush = Registry()
+    jpush.upsert("r0", "android", vendor="xiaomi", online=True)
+    jpush.upsert("r1", "ios", online=False)  # r2 is no device: not sent
+    reg.set_undeliverable(["p1"])
+    res = reg.resolve(BODY, devices={"app1": jpush})
+    got = [(x.stage, x.offset, x.channel.channel_ids(), x.delivered) for x in res.stages]
+    assert got == [
+        (1, 0, ["r0", "r1"], 1),  # u0 delivered (online)
+        (2, 300, ["p1", "p2", "p3"], 2),  # u1's phone is undeliverable
+        (3, 3900, ["e1@x"], 1),
+    ]
+    assert res.delivered == 4
+    groups = res.stages[0].groups
+    assert groups is not None
+    assert [(p, v, a, reg.channel_ids(ids)) for p, v, a, ids in groups] == [
+        ("android", "xiaomi", None, ["r0"]),
+        ("ios", None, True, ["r1"]),
+    ]
+    ios_only = reg.resolve(
+        {**BODY, "app_para": {"platform": "ios", "apns_production": False}},
+        devices={"app1": jpush},
+    )
+    assert ios_only.stages[0].channel.channel_ids() == ["r1"]
+    assert ios_only.stages[0].groups == [("ios", None, False, ios_only.stages[0].channel.ids)]
+    steps = [x for x in res.explain() if x.get("stage") == 2]
+    assert [(x["step"], x["count"]) for x in steps] == [
+        ("candidates", 4),
+        ("users", 3),
+        ("ids", 3),
+        ("delivered_ids", 2),
+        ("delivered", 2),
+    ]
+
+
+def test_without_a_strategy_every_channel_is_stage_1(reg: UmsRegistry) -> None:
+    res = reg.resolve({k: v for k, v in BODY.items() if k != "rule_id"})
+    assert [(x.stage, x.channel.key, len(x.channel)) for x in res.stages] == [
+        (1, "app1", 3),
+        (1, "sms1", 4),
+        (1, "mail", 4),
+    ]
+    custom = {**BODY, "aud_sms": [{"data": ["p9"]}]}
+    del custom["aud_tag"]
+    res = reg.resolve(custom)  # rule_id has no effect on custom channel IDs (the seed)
+    assert [x.stage for x in res.stages] == [1, 1, 1]
+    assert res.stages[1].channel.channel_ids() == ["p9"] and res.stages[1].delivered_ids == 1
+
+
+def test_refusals_change_nothing(reg: UmsRegistry) -> None:
+    with pytest.raises(UmsError) as e:
+        reg.set_undeliverable(["ok", ""])
+    assert e.value.code == 1015018 and reg.undeliverable() == []
+    with pytest.raises(UmsError) as e:
+        reg.add_channel("sms2", "sms", appkey="k")
+    assert e.value.code == 1015018 and "sms2" not in reg.channels()
+    with pytest.raises(UmsError) as e:  # the core checks a strategy's channels too
+        reg._core.resolve(["sms1"], broadcast=True, rule=[("app1", 0)])
+    assert e.value.code == 1015014
+    reg.set_undeliverable(["p0", "p1"], remove=["p1"])
+    assert reg.undeliverable() == ["p0"]
+
+
+def test_snapshot_round_trip(reg: UmsRegistry, tmp_path: Path) -> None:
+    reg.add_channel("app2", "app", appkey="a1b2")
+    reg.add_segment("s", ["u1", "ghost"])
+    reg.add_list(3, ["u2"], ["p0"])
+    reg.set_undeliverable(["p1"])
+    reg.delete_user("u3")
+    reg.save(tmp_path / "ums.snap")
+    back = UmsRegistry.load(tmp_path / "ums.snap")
+    assert (back.templates, back.rules, back.channel_apps) == (
+        reg.templates,
+        reg.rules,
+        reg.channel_apps,
+    )
+    assert back.channels() == reg.channels() and back.undeliverable() == ["p1"]
+    for u in ("u0", "u1", "u2", "u3", "ghost"):
+        assert back.user(u) == reg.user(u)
+    for body in (BODY, {**BODY, "aud_segment": ["s"], "aud_tag": None, "option": {"black_id": 3}}):
+        body = {k: v for k, v in body.items() if v is not None}
+        a, b = reg.resolve(body), back.resolve(body)
+        assert [x.channel.channel_ids() for x in a.stages] == [
+            x.channel.channel_ids() for x in b.stages
+        ]
+        assert a.explain() == b.explain()
+
+
+def test_corrupt_snapshots_are_refused(reg: UmsRegistry, tmp_path: Path) -> None:
+    path = tmp_path / "ums.snap"
+    reg.save(path)
+    data = path.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(SnapshotError):
+            UmsRegistry.load(path)
+    path.write_bytes(data[:40] + bytes([data[40] ^ 1]) + data[41:])
+    with pytest.raises(SnapshotError):
+        UmsRegistry.load(path)
+    Registry().save(path)  # a device registry's snapshot is not a UMS one
+    with pytest.raises(SnapshotError):
+        UmsRegistry.load(path)
