@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emu import APP, call, error_code
+from emu import APP, call, error_code, register
 from reach.emulator import AppConfig, Emulator, Store
 from test_emulator_fuzz import json_values
 
@@ -189,3 +189,133 @@ def test_reach_serve_with_a_ums_account(tmp_path: Path, import_dir: Path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+# ---- send strategies, delivery, app routing, snapshots ---------------------------------------
+
+
+@pytest.fixture
+def staged_dir(import_dir: Path) -> Path:
+    """``import_dir`` plus an app channel of the JPush app ``APP``, a three-stage strategy and
+    an undeliverable phone."""
+    write(import_dir / "channels.jsonl", [
+        {"channel_key": "sms1", "type": "sms"}, {"channel_key": "wx1", "type": "wechatoa"},
+        {"channel_key": "push", "type": "app", "appkey": APP.appkey}])  # fmt: skip
+    write(import_dir / "users.jsonl", [
+        {"userid": "u1", "tags": {"all": ["vip"]},
+         "bindings": {"push": {"app": ["1a0018970aa"]}, "all": {"sms": ["139"]}}},
+        {"userid": "u2", "tags": {"all": ["vip"]},
+         "bindings": {"push": {"app": ["1a0018970ab"]}, "all": {"sms": ["138"]},
+                      "wx1": {"wechatoa": ["o2"]}}},
+        {"userid": "u3", "tags": {"all": ["vip"]}, "bindings": {"all": {"sms": ["137"]}}},
+    ])  # fmt: skip
+    content = {"push": "Hi", "sms1": "Hi", "wx1": "Hi"}
+    template = {"template_id": 8, "channels": ["push", "sms1", "wx1"], "content": content}
+    write(import_dir / "templates.jsonl", [template])
+    write(import_dir / "rules.jsonl", [{"rule_id": 3, "stages": [
+        {"channel_key": "push"}, {"channel_key": "sms1", "delay": 120},
+        {"channel_key": "wx1", "delay": 600}]}])  # fmt: skip
+    write(import_dir / "undeliverable.jsonl", [{"id": "138"}])
+    return import_dir
+
+
+STAGED: dict[str, Any] = {
+    "aud_tag": ["vip"],
+    "template_id": 8,
+    "template_para": {},
+    "app_para": {"platform": "all", "time_to_live": 600},
+    "rule_id": 3,
+}
+
+
+def test_stages_deliver_and_route_through_the_jpush_app(tmp_path: Path, staged_dir: Path):
+    emu = open_ums(tmp_path, staged_dir)
+    online = {"registration_id": "1a0018970aa", "platform": "android", "vendor": "xiaomi"}
+    register(emu, online | {"online": True}, {"registration_id": "1a0018970ab", "platform": "ios"})
+    r = send(emu, STAGED)
+    assert r.payload["code"] == 0, r.payload
+    m = batches(emu, r.payload["msgid"])
+    got = [(b["stage"], b["channel"], b["type"], b.get("platform"), b.get("vendor"),
+            b["delay"], b["release_offset"], sorted(b["ids"])) for b in m["batches"]]  # fmt: skip
+    assert got == [
+        (1, "push", "app", "android", "xiaomi", 0, 0, ["1a0018970aa"]),  # u1: online, delivered
+        (1, "push", "app", "ios", None, 0, 0, ["1a0018970ab"]),  # u2: offline
+        (2, "sms1", "sms", None, None, 120, 120, ["137", "138"]),  # u2's 138 is undeliverable
+        (3, "wx1", "wechatoa", None, None, 600, 720, ["o2"]),
+    ]
+    assert m["batches"][1]["apns_production"] is True and m["time_to_live"] == 600
+    assert [(s["stage"], s["users"], s["delivered"]) for s in m["stages"]] == [
+        (1, 2, 1),
+        (2, 2, 1),
+        (3, 1, 1),
+    ]
+    assert (m["rule_id"], m["delivered"], m["unreachable"]) == (3, 3, 0)
+    r = send(emu, {**STAGED, "app_para": {"platform": "android"}})
+    m = batches(emu, r.payload["msgid"])
+    assert [(b["stage"], sorted(b["ids"])) for b in m["batches"]] == [
+        (1, ["1a0018970aa"]),
+        (2, ["137", "138"]),  # u2 has no android device: not reached on push
+        (3, ["o2"]),
+    ]
+
+
+def test_undeliverable_endpoint(tmp_path: Path, staged_dir: Path):
+    emu = open_ums(tmp_path, staged_dir)
+    path = "/_emulator/ums/undeliverable"
+    assert call(emu, "GET", path, app=UMS).payload == {"code": 0, "ids": ["138"]}
+    r = call(emu, "POST", path, {"add": ["137"], "remove": ["138"]}, app=UMS)
+    assert r.payload == {"code": 0, "ids": ["137"]}
+    for bad in ({}, {"add": "137"}, {"add": [""]}, {"drop": []}, [], {"add": ["x"] * 1001}):
+        assert ums_code(call(emu, "POST", path, bad, app=UMS)) == 1015018
+    assert ums_code(call(emu, "POST", path, raw=b"{", app=UMS)) == 1015002
+    assert ums_code(call(emu, "GET", path, app=APP)) == 1015020  # a JPush key
+    assert ums_code(call(emu, "GET", path, app=None)) == 1015020
+    assert ums_code(call(emu, "DELETE", path, app=UMS)) == 1015021
+    assert call(emu, "GET", path, app=UMS).payload["ids"] == ["137"]  # refusals changed nothing
+    emu.store.close()
+    emu = open_ums(tmp_path, staged_dir)
+    assert call(emu, "GET", path, app=UMS).payload["ids"] == ["137"]
+
+
+def state(emu: Emulator) -> Any:
+    """Everything a UMS account answers: its users, undeliverable IDs and a staged send."""
+    reg = emu.ums[UMS.appkey].registry
+    users = {u: reg.user(u) for u in ("u1", "u2", "u3", "u9", "u10")}
+    res = reg.resolve(STAGED)
+    stages = [(s.stage, s.channel.channel_ids(), s.delivered) for s in res.stages]
+    return users, reg.undeliverable(), reg.templates, reg.rules, reg.channel_apps, stages
+
+
+def test_restart_from_the_snapshot_and_the_journal_tail(tmp_path: Path, staged_dir: Path):
+    emu = Emulator(Store(tmp_path / "store"), [APP], ums=[UMS], ums_import=staged_dir,
+                   checkpoint_every=3)  # fmt: skip
+    changes = [
+        ("POST", "/v1/users", {"userid": "u9", "tags": {"all": ["vip"]},
+                               "bindings": {"all": {"sms": ["100"]}}}),
+        ("DELETE", "/v1/users/u1", None),
+        ("POST", "/_emulator/ums/undeliverable", {"add": ["100"]}),  # a checkpoint here
+        ("POST", "/v1/users", [{"userid": "u10", "tags": {"wx1": ["vip"]},
+                                "bindings": {"wx1": {"wechatoa": ["o10"]}}}]),
+        ("POST", "/_emulator/ums/undeliverable", {"remove": ["138"]}),  # the journal tail
+    ]  # fmt: skip
+    for method, path, body in changes:
+        assert call(emu, method, path, body, app=UMS).payload["code"] == 0
+    owner = emu.ums[UMS.appkey].owner
+    assert emu.store.journal_length(owner) == 2
+    want = state(emu)
+    emu.store.close()
+    for f in staged_dir.iterdir():  # the snapshot holds the import: the files are not read again
+        f.unlink()
+    again = Emulator(Store(tmp_path / "store"), [APP], ums=[UMS], ums_import=staged_dir)
+    assert state(again) == want
+    again.checkpoint()
+    assert again.store.journal_length(owner) == 0
+    again.store.close()
+    assert state(Emulator(Store(tmp_path / "store"), [APP], ums=[UMS])) == want
+
+
+def test_an_app_channel_of_an_unknown_app_is_refused_at_start(tmp_path: Path, import_dir: Path):
+    with (import_dir / "channels.jsonl").open("a") as f:
+        f.write(json.dumps({"channel_key": "p", "type": "app", "appkey": "nope"}) + "\n")
+    with pytest.raises(ValueError, match="nope"):
+        open_ums(tmp_path, import_dir)

@@ -192,7 +192,8 @@ class UmsModel:
             return StageAnswer(n, key, delay, offset, ids, users, sent, delivered)
 
         if rule is None:
-            return [stage(1, k, 0, 0, set(c.reached)) for k, c in zip(channels, answer.channels)]
+            pairs = zip(channels, answer.channels, strict=True)
+            return [stage(1, k, 0, 0, set(c.reached)) for k, c in pairs]
         out: list[StageAnswer] = []
         done: set[str] = set()
         offset = 0

@@ -487,7 +487,8 @@ class Template:
             k: {"text": c.text} | ({} if c.max_length is None else {"max_length": c.max_length})
             for k, c in self.content.items()
         }
-        return {"template_id": self.template_id, "channels": list(self.channels), "content": content}
+        channels = list(self.channels)
+        return {"template_id": self.template_id, "channels": channels, "content": content}
 
 
 @dataclass(frozen=True, slots=True)

@@ -763,6 +763,7 @@ def _route(
 
 
 _SEG = r"[^/]+"
+_UNDELIVERABLE: Final = Emulator._undeliverable
 _ROUTES: Final = [
     _route(r"/v3/push", POST=Emulator._push),
     _route(r"/v3/push/validate", POST=Emulator._validate),
@@ -779,8 +780,7 @@ _ROUTES: Final = [
     _route(r"/v1/template/broadcast", POST=Emulator._template_broadcast),
     _route(r"/v1/users", POST=Emulator._users),
     _route(rf"/v1/users/(?P<userid>{_SEG})", GET=Emulator._user, DELETE=Emulator._user),
-    _route(r"/_emulator/ums/undeliverable", GET=Emulator._undeliverable,
-           POST=Emulator._undeliverable),  # fmt: skip
+    _route(r"/_emulator/ums/undeliverable", GET=Emulator._undeliverable, POST=_UNDELIVERABLE),
     _route(r"/_emulator/devices", POST=Emulator._register),
     _route(rf"/_emulator/devices/(?P<rid>{_SEG})/online", POST=Emulator._online),
     _route(rf"/_emulator/devices/(?P<rid>{_SEG})", DELETE=Emulator._unregister),
