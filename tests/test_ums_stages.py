@@ -276,3 +276,16 @@ def test_corrupt_snapshots_are_refused(reg: UmsRegistry, tmp_path: Path) -> None
     Registry().save(path)  # a device registry's snapshot is not a UMS one
     with pytest.raises(SnapshotError):
         UmsRegistry.load(path)
+
+
+def test_reach_import_writes_a_ums_snapshot(tmp_path: Path) -> None:
+    from reach.cli import main
+
+    (tmp_path / "channels.jsonl").write_text('{"channel_key": "sms1", "type": "sms"}\n')
+    (tmp_path / "users.jsonl").write_text('{"userid": "u1", "bindings": {"all": {"sms": ["1"]}}}\n')
+    (tmp_path / "undeliverable.jsonl").write_text('{"id": "1"}\n')
+    snap, ums = tmp_path / "d.snap", tmp_path / "u.snap"
+    assert main(["import", str(tmp_path), "--snapshot", str(snap), "--ums-snapshot", str(ums)]) == 0
+    back = UmsRegistry.load(ums)
+    assert back.user("u1") is not None and back.undeliverable() == ["1"]
+    assert back.channels() == {"sms1": "sms"}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .registry import Registry
+from .ums import UmsRegistry
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -51,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     imp = sub.add_parser("import", help="load devices.jsonl (or a directory) and save a snapshot")
     imp.add_argument("devices", help="a devices.jsonl file, or a directory of import files")
     imp.add_argument("--snapshot", required=True, help="where to write the snapshot")
+    imp.add_argument(
+        "--ums-snapshot",
+        metavar="PATH",
+        help="also load the directory's UMS files and write a UMS snapshot to PATH",
+    )
     imp.set_defaults(func=_import)
     serve = sub.add_parser("serve", help="run the JPush v3 emulator (HTTP) over a durable store")
     serve.add_argument("--host", default="127.0.0.1")
@@ -80,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--import",
         dest="import_dir",
         metavar="DIR",
-        help="load DIR's device files into the first app (once, into an empty store) and its "
-        "UMS files into the first UMS account (at every start)",
+        help="load DIR's device files into the first app and its UMS files into the first UMS "
+        "account (each once, into an empty store; later starts use the store's snapshots)",
     )
     serve.add_argument(
         "--store",
@@ -163,6 +169,15 @@ def _import(args: argparse.Namespace) -> int:
     reg.save(args.snapshot)
     loaded = ", ".join(f"{n:,} from {name}" for name, n in counts.items())
     print(f"imported {loaded} in {time.perf_counter() - t0:.2f} s -> {args.snapshot}")
+    if args.ums_snapshot is not None:
+        if not Path(args.devices).is_dir():
+            print("reach import: --ums-snapshot takes a directory of import files", file=sys.stderr)
+            return 2
+        ums = UmsRegistry()
+        counts = import_directory(ums, args.devices)
+        ums.save(args.ums_snapshot)
+        loaded = ", ".join(f"{n:,} from {name}" for name, n in counts.items())
+        print(f"imported UMS {loaded} -> {args.ums_snapshot}")
     return 0
 
 
