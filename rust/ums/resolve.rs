@@ -244,7 +244,12 @@ impl UmsRegistry {
     }
 
     /// The bindings a channel's IDs come from, each with the users of `a` taken from it.
-    fn select<'a>(&'a self, key: &str, ty: ChannelType, a: &Bitmap) -> Vec<(&'a Bindings, Bitmap)> {
+    pub(super) fn select<'a>(
+        &'a self,
+        key: &str,
+        ty: ChannelType,
+        a: &Bitmap,
+    ) -> Vec<(&'a Bindings, Bitmap)> {
         let own = self.scope(key).and_then(|s| self.bindings.get(&(ty, s)));
         let global = self.bindings.get(&(ty, GLOBAL));
         match ty.selection() {

@@ -87,22 +87,43 @@ impl UmsRegistry {
         })
     }
 
-    /// The users of `users` with one of their IDs selected on channel `key` in `ids`: the
-    /// channel's rule with `ids` as a white list of IDs only.
+    /// The users of `users` with one of their IDs selected on channel `key` (by the channel
+    /// type's rule, `select`) in `ids`. Users with one ID are tested on the dense first-ID
+    /// column in blocks; only users with several IDs are looked at one by one.
     pub fn users_with_ids(
         &self,
         key: &str,
         ty: ChannelType,
         users: &Bitmap,
-        ids: Bitmap,
+        ids: &Bitmap,
     ) -> Bitmap {
-        let probe = IdList {
-            users: Bitmap::new(),
-            ids,
-        };
-        self.user_channel(key, ty, users, Some((&probe, false)))
-            .0
-            .reached
+        let mut out = Vec::new();
+        let mut buf = [0u32; 1024];
+        for (b, part) in self.select(key, ty, users) {
+            let single = part.andnot(&b.multi);
+            let mut it = single.iter();
+            loop {
+                let n = it.next_many(&mut buf);
+                if n == 0 {
+                    break;
+                }
+                out.extend(
+                    buf[..n]
+                        .iter()
+                        .copied()
+                        .filter(|&u| ids.contains(b.first[u as usize])),
+                );
+            }
+            if !b.multi.is_empty() {
+                let several = part.and(&b.multi);
+                out.extend(several.iter().filter(|&u| {
+                    ids.contains(b.first[u as usize])
+                        || b.extra[&u].iter().any(|&i| ids.contains(i))
+                }));
+            }
+        }
+        out.sort_unstable();
+        Bitmap::of(&out)
     }
 
     /// Route the app channels of `res` through their JPush apps: IDs that are not routable are
@@ -121,7 +142,7 @@ impl UmsRegistry {
                 .filter(|&i| app.routable.contains(i))
                 .collect();
             if kept.len() != c.ids.len() && !c.reached.is_empty() {
-                c.reached = self.users_with_ids(&c.key, c.ty, &c.reached, Bitmap::of(&kept));
+                c.reached = self.users_with_ids(&c.key, c.ty, &c.reached, &Bitmap::of(&kept));
             }
             c.ids = kept;
             for (step, unit, count) in [
@@ -189,7 +210,7 @@ impl UmsRegistry {
             Bitmap::new()
         } else {
             let ids = Bitmap::of(&delivered_ids);
-            self.users_with_ids(&channel.key, channel.ty, &channel.reached, ids)
+            self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids)
         };
         let steps = [
             ("candidates", "users", candidates),
