@@ -47,10 +47,14 @@ impl AppDevices {
         let on_platform = |d: u32| {
             platforms.is_none_or(|ps| ps.iter().any(|&p| devices.platform_bitmap(p).contains(d)))
         };
+        // One batched lookup (hashes first, then prefetched probes) instead of one per ID.
+        let names: Vec<&str> = ids.iter().map(|&i| ums.channel_id(i)).collect();
+        let found = devices.devices.lookup_many(&names);
         let pairs: Vec<(u32, u32)> = ids
             .iter()
-            .filter_map(|&i| devices.device_id(ums.channel_id(i)).map(|d| (i, d)))
-            .filter(|&(_, d)| on_platform(d))
+            .zip(found)
+            .filter_map(|(&i, d)| d.map(|d| (i, d)))
+            .filter(|&(_, d)| devices.live().contains(d) && on_platform(d))
             .collect();
         let online: Vec<u32> = pairs
             .iter()
