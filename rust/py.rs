@@ -1030,9 +1030,10 @@ impl PyUmsRegistry {
                 let groups: Vec<Option<Vec<ums::AppGroup>>> = stages
                     .iter()
                     .map(|s| {
-                        let (key, dev) = locked.iter().find(|(k, _)| **k == s.channel.key)?;
+                        let ch = s.channel(&res);
+                        let (key, dev) = locked.iter().find(|(k, _)| **k == ch.key)?;
                         let app = &routes[key.as_str()];
-                        Some(app.groups(dev, &s.channel.ids, apns_production))
+                        Some(app.groups(dev, &ch.ids, apns_production))
                     })
                     .collect();
                 Ok((res, stages, groups))
@@ -1054,7 +1055,7 @@ impl PyUmsRegistry {
             let all: Vec<&Bitmap> = stages.iter().map(|s| &s.delivered).collect();
             Bitmap::fast_or(&all).cardinality()
         };
-        let channels = res
+        let channels: Vec<Py<PyUmsChannel>> = res
             .channels
             .into_iter()
             .map(|c| Py::new(py, PyUmsChannel::new(py, c, self.inner.clone())))
@@ -1076,6 +1077,11 @@ impl PyUmsRegistry {
                         })
                         .collect()
                 });
+                // A stage that sends a channel's answer as it is shares its object (and ids).
+                let channel = match s.sent {
+                    None => channels[s.index].clone_ref(py),
+                    Some(c) => Py::new(py, PyUmsChannel::new(py, c, self.inner.clone()))?,
+                };
                 let stage = PyUmsStage {
                     stage: s.stage,
                     delay: s.delay,
@@ -1083,7 +1089,7 @@ impl PyUmsRegistry {
                     delivered: s.delivered.cardinality(),
                     delivered_ids: s.delivered_ids,
                     groups,
-                    channel: Py::new(py, PyUmsChannel::new(py, s.channel, self.inner.clone()))?,
+                    channel,
                 };
                 Py::new(py, stage)
             })

@@ -14,9 +14,11 @@
 //! when one of its IDs selected on the stage's channel (by the channel type's rule, before any
 //! list) was delivered.
 //!
-//! Invariants: a stage's `channel.reached` is exactly the users it sends to, and each has at
-//! least one of its `channel.ids`; `delivered ⊆ channel.reached`; the users of stage k are
-//! disjoint from the users delivered by stages 1..k-1.
+//! Invariants: a stage's `channel(res).reached` is exactly the users it sends to, and each has
+//! at least one of its `channel(res).ids`; `delivered ⊆ channel(res).reached`; the users of
+//! stage k are disjoint from the users delivered by stages 1..k-1. A stage that sends a
+//! channel's answer as it is (every stage without a strategy, stage 1 with one) refers to it
+//! instead of copying it.
 
 use super::app::AppDevices;
 use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
@@ -34,14 +36,24 @@ pub struct Stage {
     pub delay: u64,
     /// Seconds after the send (the delays of this stage and every earlier one).
     pub offset: u64,
-    /// The IDs sent and the users sent to.
-    pub channel: ChannelResult,
-    /// How many of `channel.ids` delivered.
+    /// The stage's channel: its index in the resolution's `channels`.
+    pub index: usize,
+    /// The IDs sent and the users sent to, when they are not the resolution's answer for the
+    /// channel as it is (`None`: they are; no copy is made). Read both through `channel`.
+    pub sent: Option<ChannelResult>,
+    /// How many of the IDs sent delivered.
     pub delivered_ids: u64,
     /// The users this stage delivered to.
     pub delivered: Bitmap,
     /// Counts after each step of the stage (every `channel` is this stage's key).
     pub steps: Vec<Step>,
+}
+
+impl Stage {
+    /// The IDs sent and the users sent to, `res` being the resolution the stage was made from.
+    pub fn channel<'a>(&'a self, res: &'a Resolution) -> &'a ChannelResult {
+        self.sent.as_ref().unwrap_or(&res.channels[self.index])
+    }
 }
 
 /// The app channels of a send routed through JPush apps, by channel key.
@@ -178,45 +190,56 @@ impl UmsRegistry {
         }
     }
 
-    /// The IDs of `ids` (on channel `key` of type `ty`) that deliver (see the module doc).
-    fn delivering(&self, key: &str, ty: ChannelType, ids: &[u32], apps: &AppRoutes) -> Vec<u32> {
-        match apps.get(key).filter(|_| ty == ChannelType::App) {
+    /// The IDs of `ids` (on channel `key` of type `ty`) that deliver (see the module doc), as a
+    /// bitmap when some do not (`None`: every one delivers).
+    fn undelivered(
+        &self,
+        key: &str,
+        ty: ChannelType,
+        ids: &[u32],
+        apps: &AppRoutes,
+    ) -> Option<Bitmap> {
+        let delivering: Vec<u32> = match apps.get(key).filter(|_| ty == ChannelType::App) {
             Some(app) => ids
                 .iter()
                 .copied()
                 .filter(|&i| app.online.contains(i))
                 .collect(),
-            None if self.undeliverable.is_empty() => ids.to_vec(),
+            None if self.undeliverable.is_empty() => return None,
             None => ids
                 .iter()
                 .copied()
                 .filter(|&i| !self.undeliverable.contains(i))
                 .collect(),
-        }
+        };
+        (delivering.len() != ids.len()).then(|| Bitmap::of(&delivering))
     }
 
-    /// A stage sending `channel`, with its delivery.
+    /// A stage sending `sent`, or channel `index` of `res` as it is, with its delivery.
     fn stage(
         &self,
         (stage, delay, offset): (u32, u64, u64),
-        candidates: u64,
-        channel: ChannelResult,
+        (res, index): (&Resolution, usize),
+        sent: Option<ChannelResult>,
         apps: &AppRoutes,
     ) -> Stage {
-        let delivered_ids = self.delivering(&channel.key, channel.ty, &channel.ids, apps);
-        let delivered = if delivered_ids.len() == channel.ids.len() {
-            channel.reached.clone() // every ID delivered: so did every user (each has one)
-        } else if channel.reached.is_empty() {
-            Bitmap::new()
-        } else {
-            let ids = Bitmap::of(&delivered_ids);
-            self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids)
-        };
+        let candidates = res.channels[index].reached.cardinality();
+        let channel = sent.as_ref().unwrap_or(&res.channels[index]);
+        let (delivered_ids, delivered) =
+            match self.undelivered(&channel.key, channel.ty, &channel.ids, apps) {
+                // every ID delivered: so did every user (each has one)
+                None => (channel.ids.len() as u64, channel.reached.clone()),
+                Some(ids) => {
+                    let users =
+                        self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids);
+                    (ids.cardinality(), users)
+                }
+            };
         let steps = [
             ("candidates", "users", candidates),
             ("users", "users", channel.reached.cardinality()),
             ("ids", "ids", channel.ids.len() as u64),
-            ("delivered_ids", "ids", delivered_ids.len() as u64),
+            ("delivered_ids", "ids", delivered_ids),
             ("delivered", "users", delivered.cardinality()),
         ]
         .map(|(step, unit, count)| Step {
@@ -230,8 +253,9 @@ impl UmsRegistry {
             stage,
             delay,
             offset,
-            delivered_ids: delivered_ids.len() as u64,
-            channel,
+            index,
+            sent,
+            delivered_ids,
             delivered,
             steps,
         }
@@ -249,26 +273,29 @@ impl UmsRegistry {
     ) -> Result<Vec<Stage>> {
         let rule = rule.filter(|_| !matches!(spec.target, Target::Custom(_)));
         let Some(rule) = rule else {
-            return Ok(res
-                .channels
-                .iter()
-                .map(|c| self.stage((1, 0, 0), c.reached.cardinality(), c.clone(), apps))
+            return Ok((0..res.channels.len())
+                .map(|i| self.stage((1, 0, 0), (res, i), None, apps))
                 .collect());
         };
         let mut out = Vec::with_capacity(rule.len());
         let mut done = Bitmap::new();
         let mut offset = 0u64;
         for (n, (key, delay)) in rule.iter().enumerate() {
-            let c = res.channels.iter().find(|c| &c.key == key).ok_or_else(|| {
-                refuse(
-                    code::UNKNOWN_RULE,
-                    format!("send strategy stage {key:?} is not a channel of the template"),
-                )
-            })?;
+            let index = res
+                .channels
+                .iter()
+                .position(|c| &c.key == key)
+                .ok_or_else(|| {
+                    refuse(
+                        code::UNKNOWN_RULE,
+                        format!("send strategy stage {key:?} is not a channel of the template"),
+                    )
+                })?;
+            let c = &res.channels[index];
             offset = offset.saturating_add(*delay);
             let users = c.reached.andnot(&done);
-            let channel = if users.cardinality() == c.reached.cardinality() {
-                c.clone()
+            let sent = if users.cardinality() == c.reached.cardinality() {
+                None
             } else {
                 let (mut ch, _) = self.user_channel(key, c.ty, &users, self.send_list(spec));
                 if let Some(app) = apps.get(key).filter(|_| c.ty == ChannelType::App) {
@@ -276,14 +303,9 @@ impl UmsRegistry {
                 }
                 debug_assert_eq!(ch.reached.cardinality(), users.cardinality());
                 ch.reached = users;
-                ch
+                Some(ch)
             };
-            let stage = self.stage(
-                (n as u32 + 1, *delay, offset),
-                c.reached.cardinality(),
-                channel,
-                apps,
-            );
+            let stage = self.stage((n as u32 + 1, *delay, offset), (res, index), sent, apps);
             done.or_inplace(&stage.delivered);
             out.push(stage);
         }
@@ -339,10 +361,13 @@ mod tests {
         let rule = [("app1".to_string(), 0), ("sms1".to_string(), 60)];
         let apps = AppRoutes::new();
         let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
-        assert_eq!(strings(&r, &st[0].channel.ids), vec!["a0", "a1", "a3"]);
+        assert_eq!(
+            strings(&r, &st[0].channel(&res).ids),
+            vec!["a0", "a1", "a3"]
+        );
         assert_eq!(st[0].delivered.to_vec(), vec![0, 3]);
         // stage 2: u1 (app undeliverable) and u2 (no app ID), not u0 (delivered)
-        assert_eq!(strings(&r, &st[1].channel.ids), vec!["p1", "p2"]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p1", "p2"]);
         assert_eq!((st[1].stage, st[1].delay, st[1].offset), (2, 60, 60));
         assert_eq!(st[1].delivered.to_vec(), vec![1, 2]);
         let steps: Vec<(&str, u64)> = st[1].steps.iter().map(|s| (s.step, s.count)).collect();
@@ -359,7 +384,10 @@ mod tests {
         // no strategy: one stage per channel, all at once
         let st = r.stages(&spec(), &res, None, &apps).unwrap();
         assert_eq!(st.iter().map(|s| s.stage).collect::<Vec<_>>(), vec![1, 1]);
-        assert_eq!(strings(&r, &st[1].channel.ids), vec!["p0", "p1", "p2"]);
+        assert_eq!(
+            strings(&r, &st[1].channel(&res).ids),
+            vec!["p0", "p1", "p2"]
+        );
         let bad = [("nope".to_string(), 0)];
         assert!(r.stages(&spec(), &res, Some(&bad), &apps).is_err());
     }
@@ -390,6 +418,6 @@ mod tests {
         let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
         // a1 is online (routing wins over the undeliverable list); a0 is offline
         assert_eq!(st[0].delivered.to_vec(), vec![1]);
-        assert_eq!(strings(&r, &st[1].channel.ids), vec!["p0", "p2"]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
     }
 }
