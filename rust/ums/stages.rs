@@ -147,12 +147,7 @@ impl UmsRegistry {
             let Some(app) = apps.get(&c.key).filter(|_| c.ty == ChannelType::App) else {
                 continue;
             };
-            let kept: Vec<u32> = c
-                .ids
-                .iter()
-                .copied()
-                .filter(|&i| app.routable.contains(i))
-                .collect();
+            let kept = merge(&c.ids, &app.routable, true).unwrap_or_default();
             if kept.len() != c.ids.len() && !c.reached.is_empty() {
                 c.reached = self.users_with_ids(&c.key, c.ty, &c.reached, &Bitmap::of(&kept));
             }
@@ -190,8 +185,8 @@ impl UmsRegistry {
         }
     }
 
-    /// The IDs of `ids` (on channel `key` of type `ty`) that deliver (see the module doc), as a
-    /// bitmap when some do not (`None`: every one delivers).
+    /// The IDs of `ids` (on channel `key` of type `ty`; ascending) that deliver (see the
+    /// module doc), as a bitmap when some do not (`None`: every one delivers).
     fn undelivered(
         &self,
         key: &str,
@@ -199,18 +194,9 @@ impl UmsRegistry {
         ids: &[u32],
         apps: &AppRoutes,
     ) -> Option<Bitmap> {
-        let delivering: Vec<u32> = match apps.get(key).filter(|_| ty == ChannelType::App) {
-            Some(app) => ids
-                .iter()
-                .copied()
-                .filter(|&i| app.online.contains(i))
-                .collect(),
-            None if self.undeliverable.is_empty() => return None,
-            None => ids
-                .iter()
-                .copied()
-                .filter(|&i| !self.undeliverable.contains(i))
-                .collect(),
+        let delivering = match apps.get(key).filter(|_| ty == ChannelType::App) {
+            Some(app) => merge(ids, &app.online, true)?,
+            None => merge(ids, &self.undeliverable, false)?,
         };
         (delivering.len() != ids.len()).then(|| Bitmap::of(&delivering))
     }
@@ -299,7 +285,7 @@ impl UmsRegistry {
             } else {
                 let (mut ch, _) = self.user_channel(key, c.ty, &users, self.send_list(spec));
                 if let Some(app) = apps.get(key).filter(|_| c.ty == ChannelType::App) {
-                    ch.ids.retain(|&i| app.routable.contains(i));
+                    ch.ids = merge(&ch.ids, &app.routable, true).unwrap_or_default();
                 }
                 debug_assert_eq!(ch.reached.cardinality(), users.cardinality());
                 ch.reached = users;
@@ -311,6 +297,31 @@ impl UmsRegistry {
         }
         Ok(out)
     }
+}
+
+/// The IDs of `ids` (ascending) that are in `set` (`keep_in`) or not in it, by merging with
+/// the part of `set` within their range (no per-ID bitmap probe: IDs of other channels are
+/// interned in other ranges, so usually that part is empty). `None` when it keeps all of them
+/// for certain (no IDs, or none of them in `set` when keeping those not in it).
+fn merge(ids: &[u32], set: &Bitmap, keep_in: bool) -> Option<Vec<u32>> {
+    let (Some(&lo), Some(&hi)) = (ids.first(), ids.last()) else {
+        return None;
+    };
+    let part = set.and(&Bitmap::from_range(lo..=hi)).to_vec();
+    if part.is_empty() && !keep_in {
+        return None;
+    }
+    let mut out = Vec::with_capacity(if keep_in { part.len() } else { ids.len() });
+    let mut j = 0;
+    for &i in ids {
+        while j < part.len() && part[j] < i {
+            j += 1;
+        }
+        if (j < part.len() && part[j] == i) == keep_in {
+            out.push(i);
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
