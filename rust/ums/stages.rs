@@ -300,17 +300,27 @@ impl UmsRegistry {
 }
 
 /// The IDs of `ids` (ascending) that are in `set` (`keep_in`) or not in it, by merging with
-/// the part of `set` within their range (no per-ID bitmap probe: IDs of other channels are
-/// interned in other ranges, so usually that part is empty). `None` when it keeps all of them
+/// the part of `set` within their range when that part is no larger than `ids` (IDs of other
+/// channels are interned in other ranges, so usually it is empty), else by probing each ID. `None` when it keeps all of them
 /// for certain (no IDs, or none of them in `set` when keeping those not in it).
 fn merge(ids: &[u32], set: &Bitmap, keep_in: bool) -> Option<Vec<u32>> {
     let (Some(&lo), Some(&hi)) = (ids.first(), ids.last()) else {
         return None;
     };
-    let part = set.and(&Bitmap::from_range(lo..=hi)).to_vec();
-    if part.is_empty() && !keep_in {
+    let within = set.range_cardinality(lo..=hi);
+    if within == 0 && !keep_in {
         return None;
     }
+    if within > ids.len() as u64 {
+        // Few IDs spread over a crowded range (a small send): probing each is cheaper.
+        return Some(
+            ids.iter()
+                .copied()
+                .filter(|&i| set.contains(i) == keep_in)
+                .collect(),
+        );
+    }
+    let part = set.and(&Bitmap::from_range(lo..=hi)).to_vec();
     let mut out = Vec::with_capacity(if keep_in { part.len() } else { ids.len() });
     let mut j = 0;
     for &i in ids {
