@@ -319,3 +319,16 @@ def test_an_app_channel_of_an_unknown_app_is_refused_at_start(tmp_path: Path, im
         f.write(json.dumps({"channel_key": "p", "type": "app", "appkey": "nope"}) + "\n")
     with pytest.raises(ValueError, match="nope"):
         open_ums(tmp_path, import_dir)
+
+
+def test_reach_serve_refuses_an_unknown_channel_app(
+    tmp_path: Path, import_dir: Path, capsys: pytest.CaptureFixture[str]
+):
+    from reach.cli import main
+
+    with (import_dir / "channels.jsonl").open("a") as f:
+        f.write(json.dumps({"channel_key": "p", "type": "app", "appkey": "nope"}) + "\n")
+    args = ["serve", "--app", f"{APP.appkey}:{APP.secret}", "--ums", f"{UMS.appkey}:{UMS.secret}"]
+    args += ["--import", str(import_dir), "--store", str(tmp_path / "s"), "--port", "0"]
+    assert main(args) == 2
+    assert "nope" in capsys.readouterr().err

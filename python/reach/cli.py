@@ -140,20 +140,24 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"reach serve: {e}", file=sys.stderr)
         return 2
-    serve(
-        host=args.host,
-        port=args.port,
-        apps=apps,
-        groups=groups,
-        ums=ums,
-        store_path=args.store,
-        import_dir=args.import_dir,
-        demo=args.demo,
-        rate_limit=args.rate_limit,
-        batch_size=args.batch_size,
-        checkpoint_every=args.checkpoint_every,
-        verbose=args.verbose,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            apps=apps,
+            groups=groups,
+            ums=ums,
+            store_path=args.store,
+            import_dir=args.import_dir,
+            demo=args.demo,
+            rate_limit=args.rate_limit,
+            batch_size=args.batch_size,
+            checkpoint_every=args.checkpoint_every,
+            verbose=args.verbose,
+        )
+    except ValueError as e:  # a refused configuration or import file: say so, no traceback
+        print(f"reach serve: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
