@@ -266,4 +266,54 @@ mod tests {
         assert_eq!(c.get(2).cardinality(), 10_000);
         assert_eq!(approx_cardinality(&b), 30_003);
     }
+
+    #[test]
+    fn shared_containers_are_read_through() {
+        let mut b = Bitmap::of(&[1, 5, 70_000]);
+        b.add_range(200_000..230_000);
+        // SAFETY: sets CRoaring's copy-on-write flag (what the inline
+        // `roaring_bitmap_set_copy_on_write` does); `b` is exclusively borrowed.
+        unsafe {
+            (*(&mut b as *mut Bitmap as *mut roaring_bitmap_t))
+                .high_low_container
+                .flags |= 1;
+        }
+        // A copy of a copy-on-write bitmap shares its containers (both turn to shared ones).
+        let copy = b.clone();
+        let ra = &raw(&copy).high_low_container;
+        // SAFETY: `size` type codes, borrowed with `copy`.
+        let types = unsafe { std::slice::from_raw_parts(ra.typecodes, ra.size as usize) };
+        assert!(types.iter().all(|&t| t == SHARED_TYPE));
+        let c = Containers::new(&copy);
+        let got: Vec<u32> = c
+            .keys()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &k)| {
+                values(c.get(i))
+                    .into_iter()
+                    .map(move |v| (u32::from(k) << 16) | u32::from(v))
+            })
+            .collect();
+        assert_eq!(got, b.to_vec());
+    }
+
+    #[test]
+    fn approx_cardinality_scales_the_sampled_containers() {
+        // 100 keys of 50 values: 16 sampled, every one of 50, scaled to 100 containers.
+        let ids: Vec<u32> = (0..100u32)
+            .flat_map(|k| (0..50).map(move |i| (k << 16) + i * 7))
+            .collect();
+        let b = Bitmap::of(&ids);
+        assert_eq!(approx_cardinality(&b), 5_000);
+        // Containers of 7 keys apart are sampled (keys 0, 7, 14, ...): a full container at key
+        // 8 goes unseen, one at key 7 counts for 100 / 15 containers. An estimate, no more.
+        let mut b8 = b.clone();
+        b8.add_range((8 << 16)..(9 << 16));
+        assert_eq!(approx_cardinality(&b8), 5_000);
+        let mut b7 = b;
+        b7.add_range((7 << 16)..(8 << 16));
+        assert_eq!(approx_cardinality(&b7), (14 * 50 + 65_536) * 100 / 15);
+        assert_eq!(approx_cardinality(&Bitmap::new()), 0);
+    }
 }
