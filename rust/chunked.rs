@@ -15,6 +15,7 @@
 //! Off by default (see `RANGES_PER_CORE_DEFAULT` for the measurements); `set_chunking` turns
 //! it on.
 
+use crate::containers::{keys, raw};
 use crate::eval;
 use crate::expr::{Expr, Operand, Term};
 use croaring::Bitmap;
@@ -40,22 +41,6 @@ struct KeyRange<'b> {
 /// not have it, or a copy made from the view would turn the bitmap's containers into shared
 /// ones (CRoaring changes the source of a copy-on-write copy).
 const ROARING_FLAG_COW: u8 = 1;
-
-fn raw(b: &Bitmap) -> &roaring_bitmap_t {
-    // SAFETY: `Bitmap` is `repr(transparent)` over `roaring_bitmap_t` (croaring relies on it
-    // for its own views).
-    unsafe { &*(b as *const Bitmap as *const roaring_bitmap_t) }
-}
-
-/// The container keys of a bitmap, ascending.
-fn keys(b: &Bitmap) -> &[u16] {
-    let ra = &raw(b).high_low_container;
-    if ra.size <= 0 {
-        return &[];
-    }
-    // SAFETY: `keys` holds `size` initialised entries while the bitmap is borrowed.
-    unsafe { std::slice::from_raw_parts(ra.keys, ra.size as usize) }
-}
 
 impl<'b> KeyRange<'b> {
     fn new(b: &'b Bitmap, range: &Range<u32>) -> Self {

@@ -12,6 +12,7 @@
 //! are merged first, and the bitmap filters are ordered by how many ids they drop on a sample.
 
 use crate::chunked;
+use crate::containers::approx_cardinality;
 use crate::expr::{Expr, Operand, Term};
 use crate::probe::{retain_in_any, retain_members};
 use croaring::Bitmap;
@@ -167,7 +168,7 @@ fn and_any<'r>(acc: Acc<'r>, bms: &[&Bitmap], union_size: u64) -> Acc<'r> {
     }
     let mut bms = bms.to_vec();
     // Largest first: most ids are found, and stop being tested, early.
-    bms.sort_by_cached_key(|b| std::cmp::Reverse(b.cardinality()));
+    largest_first(&mut bms);
     if let Acc::Ids(mut v) = acc {
         retain_in_any(&mut v, &bms);
         return Acc::Ids(v);
@@ -202,26 +203,26 @@ fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
 
 /// Order the positive terms: smallest first, then the single operands, then the unions.
 ///
-/// Without `exact`, a union of tags is not sized when a single operand is already small
-/// enough for an id list (`filter_ids` then only tests membership in it, and each size costs
-/// a walk over every container of every tag); it is given `u64::MAX` instead.
+/// Without `exact`, when a single operand is small enough for an id list (`filter_ids`, which
+/// orders its filters by sampling and only tests membership in the others), the operands are
+/// only roughly sized (`approx`: a few container headers each, where a size reads every
+/// container's), and a union of tags not at all (`u64::MAX`).
 fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
     let is_any = |t: &Term| matches!(t.operand, Operand::AnyOf(_));
-    let smallest_single = expr
-        .positive
-        .iter()
-        .filter(|t| !is_any(t))
-        .map(|t| t.operand.estimate())
-        .min();
-    let lazy = !exact && smallest_single.is_some_and(|m| m <= small());
+    let lazy = !exact
+        && expr
+            .positive
+            .iter()
+            .filter(|t| !is_any(t))
+            .any(|t| approx(&t.operand) <= small());
     let mut pos: Vec<(Term, u64)> = expr
         .positive
         .into_iter()
         .map(|t| {
-            let n = if lazy && is_any(&t) {
-                u64::MAX
-            } else {
-                t.operand.estimate()
+            let n = match (lazy, is_any(&t)) {
+                (true, true) => u64::MAX,
+                (true, false) => approx(&t.operand),
+                (false, _) => t.operand.estimate(),
             };
             (t, n)
         })
@@ -232,6 +233,21 @@ fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
         pos[1..].sort_by_key(|(t, n)| (is_union(t), *n));
     }
     (pos, expr.negative)
+}
+
+/// A rough size of an operand (`containers::approx_cardinality`; exact for id lists).
+fn approx(op: &Operand<'_>) -> u64 {
+    match op {
+        Operand::One(b) => approx_cardinality(b),
+        Operand::Owned(b) => approx_cardinality(b),
+        Operand::AnyOf(v) | Operand::Disjoint(v) => v.iter().map(|b| approx_cardinality(b)).sum(),
+        Operand::Ids(v) => v.len() as u64,
+    }
+}
+
+/// Bitmaps largest first (roughly: the order only decides how soon an id is found).
+fn largest_first(bms: &mut [&Bitmap]) {
+    bms.sort_by_cached_key(|b| std::cmp::Reverse(approx_cardinality(b)));
 }
 
 /// Evaluate `expr`; with `trace`, record every step with its sizes.
@@ -367,7 +383,7 @@ fn filter_ids<'r>(
         filters.push(match op {
             Operand::One(b) => ("and", label, n, Filter::And(b)),
             Operand::AnyOf(mut v) | Operand::Disjoint(mut v) => {
-                v.sort_by_cached_key(|b| std::cmp::Reverse(b.cardinality()));
+                largest_first(&mut v);
                 ("and_any", label, n, Filter::AndAny(v))
             }
             Operand::Ids(_) | Operand::Owned(_) => unreachable!("applied above"),

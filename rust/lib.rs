@@ -7,6 +7,7 @@
 //! Python.
 
 pub mod chunked;
+pub mod containers;
 pub mod error;
 pub mod eval;
 pub mod expr;
