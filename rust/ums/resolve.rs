@@ -20,6 +20,7 @@ use super::{code, refuse, Bindings, ChannelType, IdList, Selection, UmsRegistry,
 use crate::error::Result;
 use croaring::Bitmap;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Whom a send targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +79,70 @@ pub struct Resolution {
 /// The list of a send, and whether it is a black (true) or white list.
 type List<'a> = Option<(&'a IdList, bool)>;
 
-/// Sort and deduplicate IDs (usually already ascending: IDs are interned in user order).
+/// A gather with more ascending runs than this is sorted rather than merged.
+const MAX_RUNS: usize = 16;
+
+/// Sends whose audience is smaller than this resolve their channels on one thread (the
+/// channels are too cheap to pay for waking the others).
+const PARALLEL_USERS: u64 = 50_000;
+
+/// Ascending distinct IDs of a gather. A gather is a few ascending runs when IDs were interned
+/// in user order (first IDs, then extras, of each binding): the runs are concatenated when
+/// their ranges do not overlap (no copy at all when they are already in order) and merged
+/// otherwise, in linear time; anything else is sorted.
 fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
-    if !ids.windows(2).all(|w| w[0] < w[1]) {
-        ids.sort_unstable();
-        ids.dedup();
+    let mut starts = vec![0];
+    // Blocks without a descent are passed over by a branch-free (vectorised) test.
+    const BLOCK: usize = 256;
+    let mut at = 1;
+    while at < ids.len() {
+        let end = (at + BLOCK).min(ids.len());
+        let ascending = ids[at - 1..end]
+            .windows(2)
+            .fold(true, |all, w| all & (w[0] < w[1]));
+        if !ascending {
+            for i in at..end {
+                if ids[i - 1] >= ids[i] {
+                    starts.push(i);
+                }
+            }
+            if starts.len() > MAX_RUNS {
+                ids.sort_unstable();
+                ids.dedup();
+                return ids;
+            }
+        }
+        at = end;
     }
-    ids
+    if starts.len() == 1 {
+        return ids;
+    }
+    starts.push(ids.len());
+    let mut runs: Vec<&[u32]> = starts.windows(2).map(|w| &ids[w[0]..w[1]]).collect();
+    runs.sort_unstable_by_key(|r| r[0]);
+    if runs.windows(2).all(|w| w[0][w[0].len() - 1] < w[1][0]) {
+        return runs.concat();
+    }
+    let mut out = runs[0].to_vec();
+    for r in &runs[1..] {
+        out = merge(&out, r);
+    }
+    out
+}
+
+/// The union of two ascending distinct slices, ascending and distinct.
+fn merge(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        out.push(x.min(y));
+        i += usize::from(x <= y);
+        j += usize::from(y <= x);
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The users of `users` (each bound in `b`) with at least one ID passing `keep`.
@@ -121,7 +179,8 @@ impl UmsRegistry {
         .transpose()
     }
 
-    /// Resolve a send (see the module doc). Channels are resolved in parallel.
+    /// Resolve a send (see the module doc). Channels are resolved in parallel, unless the
+    /// send is small (`PARALLEL_USERS`).
     pub fn resolve(&self, spec: &SendSpec) -> Result<Resolution> {
         let mut types = Vec::with_capacity(spec.channels.len());
         for k in &spec.channels {
@@ -144,10 +203,17 @@ impl UmsRegistry {
             (_, Some(w)) => Some((w, false)),
             _ => None,
         };
-        let base = match &spec.target {
+        let mut base = match &spec.target {
             Target::Broadcast => Some(self.live.clone()),
             Target::Users(names) => {
-                let mut ids: Vec<u32> = names.iter().filter_map(|n| self.user_id(n)).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let mut ids: Vec<u32> = self
+                    .users
+                    .lookup_many(&names)
+                    .into_iter()
+                    .flatten()
+                    .filter(|&u| self.live.contains(u))
+                    .collect();
                 ids.sort_unstable();
                 Some(Bitmap::of(&ids))
             }
@@ -164,37 +230,40 @@ impl UmsRegistry {
             ),
             Target::Tags(_) | Target::Custom(_) => None,
         };
-        let per_channel: Vec<(ChannelResult, Option<Bitmap>, Vec<Step>)> = spec
+        // Per channel its audience: the base one, or the tags' own (borrowed when one bitmap).
+        let audiences: Vec<Option<Cow<Bitmap>>> = spec
             .channels
-            .par_iter()
-            .zip(types.par_iter())
-            .map(|(k, &ty)| match &spec.target {
-                Target::Custom(per_type) => {
-                    let (r, s) = self.custom_channel(k, ty, per_type, list);
-                    (r, None, s)
-                }
-                Target::Tags(tags) => {
-                    let a = self.tag_audience(tags, k);
-                    let (r, s) = self.user_channel(k, ty, &a, list);
-                    (r, Some(a), s)
-                }
-                _ => {
-                    let a = base
-                        .as_ref()
-                        .expect("a user-class target has a base audience");
-                    let (r, s) = self.user_channel(k, ty, a, list);
-                    (r, None, s)
-                }
+            .iter()
+            .map(|k| match (&spec.target, &base) {
+                (Target::Tags(tags), _) => Some(self.tag_audience(tags, k)),
+                (_, Some(b)) => Some(Cow::Borrowed(b)),
+                _ => None,
             })
             .collect();
+        let users: u64 = audiences.iter().flatten().map(|a| a.cardinality()).sum();
+        let one = |i: usize| {
+            let (k, ty) = (&spec.channels[i], types[i]);
+            match (&audiences[i], &spec.target) {
+                (None, Target::Custom(per_type)) => self.custom_channel(k, ty, per_type, list),
+                (Some(a), _) => self.user_channel(k, ty, a, list),
+                (None, _) => unreachable!("a user-class target has an audience per channel"),
+            }
+        };
+        let n = spec.channels.len();
+        let per_channel: Vec<(ChannelResult, Vec<Step>)> = if users >= PARALLEL_USERS {
+            (0..n).into_par_iter().map(one).collect()
+        } else {
+            (0..n).map(one).collect()
+        };
+        if let Target::Tags(_) = spec.target {
+            let parts: Vec<&Bitmap> = audiences.iter().flatten().map(|a| a.as_ref()).collect();
+            base = Some(Bitmap::fast_or(&parts));
+        }
         let mut audience = base.unwrap_or_default();
         let mut reached = Bitmap::new();
         let mut channels = Vec::with_capacity(per_channel.len());
         let mut steps = Vec::new();
-        for (r, a, s) in per_channel {
-            if let Some(a) = a {
-                audience.or_inplace(&a);
-            }
+        for (r, s) in per_channel {
             reached.or_inplace(&r.reached);
             channels.push(r);
             steps.extend(s);
@@ -228,7 +297,7 @@ impl UmsRegistry {
 
     /// The users of the tags on channel `key`: per tag the users with it bound to `key`, or
     /// the global binding when nobody has it bound to `key`.
-    fn tag_audience(&self, tags: &[String], key: &str) -> Bitmap {
+    fn tag_audience(&self, tags: &[String], key: &str) -> Cow<'_, Bitmap> {
         let scope = self.scope(key);
         let parts: Vec<&Bitmap> = tags
             .iter()
@@ -240,7 +309,10 @@ impl UmsRegistry {
                 own.or_else(|| self.tag_users.get(&(t, GLOBAL)))
             })
             .collect();
-        Bitmap::fast_or(&parts)
+        match parts[..] {
+            [one] => Cow::Borrowed(one),
+            _ => Cow::Owned(Bitmap::fast_or(&parts)),
+        }
     }
 
     /// The bindings a channel's IDs come from, each with the users of `a` taken from it.
@@ -297,7 +369,7 @@ impl UmsRegistry {
         let parts = self.select(key, ty, a);
         let bound: u64 = parts.iter().map(|(_, u)| u.cardinality()).sum();
         step("bound", "users", bound);
-        let mut all = Vec::new();
+        let mut all = Vec::with_capacity(bound as usize);
         for (b, users) in &parts {
             b.gather(users, &mut all);
         }
@@ -451,6 +523,34 @@ mod tests {
     fn strings(r: &UmsRegistry, res: &Resolution) -> Vec<Vec<String>> {
         let ids = |c: &ChannelResult| c.ids.iter().map(|&i| r.channel_id(i).to_owned()).collect();
         res.channels.iter().map(ids).collect()
+    }
+
+    #[test]
+    fn distinct_concatenates_merges_or_sorts() {
+        assert_eq!(distinct(vec![]), Vec::<u32>::new());
+        assert_eq!(distinct(vec![1, 2, 5]), [1, 2, 5]);
+        // Disjoint runs out of order: concatenated in order.
+        assert_eq!(distinct(vec![7, 8, 1, 2, 4, 5]), [1, 2, 4, 5, 7, 8]);
+        // Overlapping runs with shared IDs: merged.
+        assert_eq!(distinct(vec![1, 4, 9, 2, 4, 10, 4]), [1, 2, 4, 9, 10]);
+        // More runs than MAX_RUNS: sorted.
+        let many: Vec<u32> = (0..100).rev().chain(0..3).collect();
+        assert_eq!(distinct(many), (0..100).collect::<Vec<_>>());
+        assert_eq!(merge(&[1, 3], &[2, 3, 4]), [1, 2, 3, 4]);
+    }
+
+    proptest::proptest! {
+        /// `distinct` is sort + dedup, whatever the runs.
+        #[test]
+        fn distinct_is_sort_dedup(
+            runs in proptest::collection::vec(proptest::collection::vec(0u32..200, 0..40), 0..24)
+        ) {
+            let ids: Vec<u32> = runs.into_iter().flat_map(|mut r| { r.sort_unstable(); r }).collect();
+            let mut want = ids.clone();
+            want.sort_unstable();
+            want.dedup();
+            proptest::prop_assert_eq!(distinct(ids), want);
+        }
     }
 
     #[test]

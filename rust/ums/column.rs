@@ -1,0 +1,243 @@
+//! A compact map from user ids to one `u32` each, laid out for gathers over ascending users.
+//!
+//! Invariants:
+//! - the users holding a *slot* are the set bits of `words`; `ranks[w]` is the number of set
+//!   bits in `words[..w]`, and a slot holder's value is `vals[rank]` (its rank among the slot
+//!   holders): the values sit in user order, 4 bytes per slot holder plus 3 bits per user of
+//!   the id space for the index;
+//! - the last word of `words` is non-zero (or `words` is empty);
+//! - a user is in at most one of the slots and `late`; a slot may hold `NONE` (its user was
+//!   removed: the slot stays so that setting the user again is O(1)); `late` never holds `NONE`.
+//!
+//! Users set in ascending order (new users, the bulk loads) are appended in O(1); a user set
+//! below the last slot holder goes to `late`, and when `late` outgrows a share of `vals` the
+//! whole column is laid out again, so a set costs amortised O(1).
+
+use super::NONE;
+use std::collections::HashMap;
+
+/// `late` may hold this many users, plus one per `LATE_SHARE` slots, before a re-layout
+/// (few under test, so that the property tests re-lay).
+const LATE_MIN: usize = if cfg!(test) { 4 } else { 64 };
+const LATE_SHARE: usize = 16;
+
+#[derive(Default, Clone, Debug)]
+pub struct Column {
+    words: Vec<u64>,
+    ranks: Vec<u32>,
+    vals: Vec<u32>,
+    late: HashMap<u32, u32>,
+}
+
+impl Column {
+    /// The slot of `u`, if it holds one.
+    #[inline]
+    fn slot(&self, u: u32) -> Option<usize> {
+        let w = (u >> 6) as usize;
+        let word = *self.words.get(w)?;
+        let bit = 1u64 << (u & 63);
+        (word & bit != 0).then(|| self.ranks[w] as usize + (word & (bit - 1)).count_ones() as usize)
+    }
+
+    /// The value of `u` (`NONE` if it has none).
+    #[inline]
+    pub fn get(&self, u: u32) -> u32 {
+        match self.slot(u) {
+            Some(i) => self.vals[i],
+            None if self.late.is_empty() => NONE,
+            None => self.late.get(&u).copied().unwrap_or(NONE),
+        }
+    }
+
+    /// Append the values of `users` (ascending, each with a value) to `out`, in that order.
+    pub fn gather(&self, users: &[u32], out: &mut Vec<u32>) {
+        if self.late.is_empty() {
+            // Every user with a value holds a slot: no presence test, no hash lookup.
+            out.extend(users.iter().map(|&u| {
+                let w = (u >> 6) as usize;
+                let word = self.words[w];
+                let below = word & ((1u64 << (u & 63)) - 1);
+                self.vals[self.ranks[w] as usize + below.count_ones() as usize]
+            }));
+        } else {
+            out.extend(users.iter().map(|&u| self.get(u)));
+        }
+    }
+
+    /// Whether every user with a value holds a slot (then `gather_bits` applies).
+    pub fn all_slotted(&self) -> bool {
+        self.late.is_empty()
+    }
+
+    /// Append the values of the users of bitset `sel` (bit `u` of word `u / 64`; each user
+    /// holds a slot: `all_slotted`) to `out`, ascending by user. A word of `sel` equal to
+    /// the slot word (every slot holder of those 64 users selected) is one slice copy.
+    pub fn gather_bits(&self, sel: &[u64], out: &mut Vec<u32>) {
+        debug_assert!(self.all_slotted());
+        for (w, &bits) in sel.iter().enumerate() {
+            if bits == 0 {
+                continue;
+            }
+            let (word, base) = (self.words[w], self.ranks[w] as usize);
+            debug_assert_eq!(bits & !word, 0, "a selected user holds no slot");
+            if bits == word {
+                out.extend_from_slice(&self.vals[base..base + word.count_ones() as usize]);
+                continue;
+            }
+            let mut b = bits;
+            while b != 0 {
+                let low = b & b.wrapping_neg();
+                out.push(self.vals[base + (word & (low - 1)).count_ones() as usize]);
+                b ^= low;
+            }
+        }
+    }
+
+    /// Whether `u` is above every slot holder (then it can be appended).
+    fn above_all(&self, u: u32) -> bool {
+        let w = (u >> 6) as usize;
+        match self.words.len() {
+            0 => true,
+            n if w + 1 > n => true,
+            n if w + 1 == n => self.words[w] >> (u & 63) == 0,
+            _ => false,
+        }
+    }
+
+    /// Set the value of `u` (`v` is not `NONE`).
+    pub fn set(&mut self, u: u32, v: u32) {
+        debug_assert_ne!(v, NONE);
+        if let Some(i) = self.slot(u) {
+            self.vals[i] = v;
+        } else if self.above_all(u) {
+            self.append(u, v);
+        } else {
+            self.late.insert(u, v);
+            if self.late.len() > LATE_MIN + self.vals.len() / LATE_SHARE {
+                self.relayout();
+            }
+        }
+    }
+
+    fn append(&mut self, u: u32, v: u32) {
+        let w = (u >> 6) as usize;
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+            self.ranks.resize(w + 1, self.vals.len() as u32);
+        }
+        self.words[w] |= 1 << (u & 63);
+        self.vals.push(v);
+    }
+
+    /// Remove the value of `u` (if any).
+    pub fn remove(&mut self, u: u32) {
+        match self.slot(u) {
+            Some(i) => self.vals[i] = NONE,
+            None => {
+                self.late.remove(&u);
+            }
+        }
+    }
+
+    /// Every (user, value) pair, ascending by user.
+    pub fn pairs(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.vals.len() + self.late.len());
+        let mut i = 0;
+        for (w, &word) in self.words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let u = (w as u32) << 6 | bits.trailing_zeros();
+                if self.vals[i] != NONE {
+                    out.push((u, self.vals[i]));
+                }
+                i += 1;
+                bits &= bits - 1;
+            }
+        }
+        out.extend(self.late.iter().map(|(&u, &v)| (u, v)));
+        out.sort_unstable();
+        out
+    }
+
+    /// Lay the column out again: every value in a slot, removed slots dropped.
+    fn relayout(&mut self) {
+        let pairs = self.pairs();
+        *self = Column::default();
+        self.vals.reserve_exact(pairs.len());
+        for (u, v) in pairs {
+            self.append(u, v);
+        }
+    }
+
+    /// Heap bytes (approximate for the hash map).
+    pub fn memory_usage(&self) -> usize {
+        self.words.capacity() * 8
+            + self.ranks.capacity() * 4
+            + self.vals.capacity() * 4
+            + self.late.capacity() * 9
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn appends_then_late_then_relayout() {
+        let mut c = Column::default();
+        c.set(5, 50);
+        c.set(70, 700);
+        c.set(64, 640); // below 70: late
+        assert_eq!(c.late.len(), 1);
+        assert_eq!((c.get(5), c.get(64), c.get(70), c.get(6)), (50, 640, 700, NONE));
+        let mut out = Vec::new();
+        c.gather(&[5, 64, 70], &mut out);
+        assert_eq!(out, [50, 640, 700]);
+        assert!(!c.all_slotted());
+        c.remove(5);
+        c.set(5, 51); // the slot is reused
+        assert!(c.late.len() == 1 && c.vals.len() == 2);
+        c.relayout();
+        assert!(c.all_slotted());
+        assert_eq!(c.pairs(), [(5, 51), (64, 640), (70, 700)]);
+        let mut out = Vec::new();
+        c.gather_bits(&[1 << 5, 1 << 0 | 1 << 6], &mut out);
+        assert_eq!(out, [51, 640, 700]);
+    }
+
+    proptest! {
+        /// Against a BTreeMap: any sequence of sets and removes, then every read path.
+        #[test]
+        fn behaves_like_a_map(ops in prop::collection::vec((0u32..3000, 0u32..1000, any::<bool>()), 0..600)) {
+            let mut c = Column::default();
+            let mut m = BTreeMap::new();
+            for (u, v, set) in ops {
+                if set {
+                    c.set(u, v);
+                    m.insert(u, v);
+                } else {
+                    c.remove(u);
+                    m.remove(&u);
+                }
+            }
+            let want: Vec<(u32, u32)> = m.iter().map(|(&u, &v)| (u, v)).collect();
+            prop_assert_eq!(c.pairs(), want.clone());
+            for u in 0..3100 {
+                prop_assert_eq!(c.get(u), m.get(&u).copied().unwrap_or(NONE));
+            }
+            let users: Vec<u32> = m.keys().copied().collect();
+            let mut out = Vec::new();
+            c.gather(&users, &mut out);
+            prop_assert_eq!(&out, &want.iter().map(|p| p.1).collect::<Vec<_>>());
+            if c.all_slotted() {
+                let mut sel = vec![0u64; 3100 / 64 + 1];
+                users.iter().for_each(|&u| sel[(u / 64) as usize] |= 1 << (u % 64));
+                let mut bits = Vec::new();
+                c.gather_bits(&sel[..users.last().map_or(0, |&u| u as usize / 64 + 1)], &mut bits);
+                prop_assert_eq!(bits, out);
+            }
+        }
+    }
+}
