@@ -214,7 +214,7 @@ const POOL_SLACK: usize = if cfg!(test) { 8 } else { 1024 };
 pub struct Bindings {
     pub(crate) users: Bitmap,
     /// The first ID of every user of `users`, in user order.
-    first: Column,
+    pub(crate) first: Column,
     pub(crate) multi: Bitmap,
     /// Per user of `multi`: where its extra IDs begin in `pool` (`pool[at]` is their number,
     /// the IDs follow). Runs of removed or moved users are garbage until `compact`.
@@ -230,7 +230,7 @@ impl Bindings {
     }
 
     /// The extra IDs of `u` (empty if none).
-    fn extras(&self, u: u32) -> &[u32] {
+    pub(crate) fn extras(&self, u: u32) -> &[u32] {
         match self.extra_at.get(u) {
             NONE => &[],
             at => {
@@ -328,7 +328,11 @@ impl Bindings {
             .then(|| users.to_bitset())
             .flatten();
         match bits {
-            Some(bits) => self.first.gather_bits(bits.as_slice(), out),
+            Some(bits) => {
+                let start = out.len();
+                out.resize(start + n as usize, NONE);
+                self.first.gather_bits(bits.as_slice(), &mut out[start..]);
+            }
             None => {
                 let mut it = users.iter();
                 loop {

@@ -82,6 +82,10 @@ type List<'a> = Option<(&'a IdList, bool)>;
 /// A gather with more ascending runs than this is sorted rather than merged.
 const MAX_RUNS: usize = 16;
 
+/// A channel whose audience has at most this many users (and no list) is resolved user by
+/// user (`small_channel`) instead of by bitmap intersections.
+const SMALL_USERS: u64 = if cfg!(test) { 2 } else { 4096 };
+
 /// Sends whose audience is smaller than this resolve their channels on one thread (the
 /// channels are too cheap to pay for waking the others).
 const PARALLEL_USERS: u64 = 50_000;
@@ -339,6 +343,36 @@ impl UmsRegistry {
         }
     }
 
+    /// Steps 3 and 5 of the module doc for a small audience and no list, user by user: each
+    /// user's binding by `ty.selection()`, its IDs, and whether it is reached (no bitmap
+    /// intersections, which would cost a container walk per binding for a few users).
+    /// Returns the distinct IDs, the users reached and how many users are bound.
+    fn small_channel(&self, key: &str, ty: ChannelType, a: &Bitmap) -> (Vec<u32>, Bitmap, u64) {
+        let own = self.scope(key).and_then(|s| self.bindings.get(&(ty, s)));
+        let global = self.bindings.get(&(ty, GLOBAL));
+        let (first, then) = match ty.selection() {
+            Selection::Own => (own, None),
+            Selection::Global => (global, None),
+            Selection::OwnElseGlobal => (own, global),
+        };
+        let (mut ids, mut reached) = (Vec::new(), Vec::new());
+        for u in a.iter() {
+            let bound = [first, then]
+                .into_iter()
+                .flatten()
+                .find(|b| b.first.get(u) != super::NONE);
+            if let Some(b) = bound {
+                ids.push(b.first.get(u));
+                ids.extend_from_slice(b.extras(u));
+                reached.push(u);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let n = reached.len() as u64;
+        (ids, Bitmap::of(&reached), n)
+    }
+
     /// One channel of a user-class send, over its audience `a`.
     fn user_channel(
         &self,
@@ -357,6 +391,19 @@ impl UmsRegistry {
             })
         };
         step("audience", "users", a.cardinality());
+        if list.is_none() && a.cardinality() <= SMALL_USERS {
+            let (ids, reached, bound) = self.small_channel(key, ty, a);
+            step("bound", "users", bound);
+            step("ids", "ids", ids.len() as u64);
+            step("reached", "users", reached.cardinality());
+            let result = ChannelResult {
+                key: key.to_owned(),
+                ty,
+                ids,
+                reached,
+            };
+            return (result, steps);
+        }
         let filtered;
         let a = match list {
             Some((l, true)) => {
@@ -550,6 +597,52 @@ mod tests {
             want.sort_unstable();
             want.dedup();
             proptest::prop_assert_eq!(distinct(ids), want);
+        }
+    }
+
+    proptest::proptest! {
+        /// The user-by-user path of small audiences gives what the bitmap path gives.
+        #[test]
+        fn small_channels_match_the_bitmap_path(
+            users in proptest::collection::vec(
+                (0usize..30, proptest::collection::vec((0usize..4, 0usize..3, 0u32..12), 0..5)),
+                1..60,
+            ),
+            audience in proptest::collection::vec(0u32..30, 3..30),
+        ) {
+            let mut r = UmsRegistry::new();
+            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+                r.add_channel(k, ty).unwrap();
+            }
+            // Upserts in any order, some repeated: columns go late, slots are reused.
+            for (u, binds) in &users {
+                let binds: Vec<(&str, ChannelType, Vec<String>)> = binds
+                    .iter()
+                    .map(|&(s, t, id)| {
+                        let scope = ["all", "app1", "sms1", "ding"][s];
+                        (scope, [App, Sms, DingtalkCc][t], vec![format!("i{id}"), format!("j{}", id % 3)])
+                    })
+                    .collect();
+                let binds: Vec<(&str, ChannelType, &[String])> =
+                    binds.iter().map(|(s, t, v)| (*s, *t, v.as_slice())).collect();
+                let mut rec = user(&format!("u{u}"), &[], &[]);
+                for (s, t, ids) in binds {
+                    rec.bindings.entry(s.into()).or_default().entry(t).or_default().extend(ids.iter().cloned());
+                }
+                r.upsert_user(&rec).unwrap();
+            }
+            let mut a: Vec<u32> = audience.into_iter().filter(|&u| r.live.contains(u)).collect();
+            a.sort_unstable();
+            a.dedup();
+            proptest::prop_assume!(a.len() as u64 > SMALL_USERS);
+            let a = Bitmap::of(&a);
+            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+                let (big, _) = r.user_channel(k, ty, &a, None);
+                let (ids, reached, bound) = r.small_channel(k, ty, &a);
+                proptest::prop_assert_eq!(&big.ids, &ids);
+                proptest::prop_assert_eq!(big.reached.to_vec(), reached.to_vec());
+                proptest::prop_assert_eq!(bound, reached.cardinality());
+            }
         }
     }
 
