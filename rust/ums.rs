@@ -201,9 +201,9 @@ pub fn cut<'a>(what: &str, bytes: &'a [u8], offsets: &[u64]) -> Result<Vec<&'a s
         .collect()
 }
 
-/// A gather walks a bitset of the selected users once they are at least one per this many
-/// 64-user words (below, it goes user by user).
-const DENSE_USERS_PER_WORD: u64 = 4;
+/// A gather walks a bitset of the selected users once they are at least one in this many
+/// of the id space (roaring then holds them as bitsets too); below, it goes user by user.
+const DENSE_IDS_PER_USER: u64 = 16;
 
 /// Garbage a `Bindings` pool may hold beyond half its length before it is compacted (small
 /// under test, so that the property tests compact).
@@ -323,15 +323,19 @@ impl Bindings {
         let mut buf = [0u32; 1024];
         // Dense selections walk the bitset word by word (no per-user iterator or rank lookup
         // of a whole word); sparse ones go user by user (a bitset would be mostly zeros).
-        let dense = users.maximum().is_some_and(|m| n * DENSE_USERS_PER_WORD > u64::from(m) / 64);
+        let dense = users
+            .maximum()
+            .is_some_and(|m| n * DENSE_IDS_PER_USER > u64::from(m));
         let bits = (dense && self.first.all_slotted())
             .then(|| users.to_bitset())
             .flatten();
         match bits {
             Some(bits) => {
-                let start = out.len();
-                out.resize(start + n as usize, NONE);
-                self.first.gather_bits(bits.as_slice(), &mut out[start..]);
+                let (start, n) = (out.len(), n as usize);
+                self.first
+                    .gather_bits(bits.as_slice(), &mut out.spare_capacity_mut()[..n]);
+                // SAFETY: `gather_bits` wrote all `n` places after `start` (it asserts so).
+                unsafe { out.set_len(start + n) };
             }
             None => {
                 let mut it = users.iter();

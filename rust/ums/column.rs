@@ -1,8 +1,8 @@
 //! A compact map from user ids to one `u32` each, laid out for gathers over ascending users.
 //!
 //! Invariants:
-//! - the users holding a *slot* are the set bits of `words`; `ranks[w]` is the number of set
-//!   bits in `words[..w]`, and a slot holder's value is `vals[rank]` (its rank among the slot
+//! - the users holding a *slot* are the set bits of `words[w].bits`; `words[w].rank` is the
+//!   number of set bits in `words[..w]`, and a slot holder's value is `vals[rank]` (its rank among the slot
 //!   holders): the values sit in user order, 4 bytes per slot holder plus 3 bits per user of
 //!   the id space for the index;
 //! - the last word of `words` is non-zero (or `words` is empty);
@@ -15,16 +15,24 @@
 
 use super::NONE;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 /// `late` may hold this many users, plus one per `LATE_SHARE` slots, before a re-layout
 /// (few under test, so that the property tests re-lay).
 const LATE_MIN: usize = if cfg!(test) { 4 } else { 64 };
 const LATE_SHARE: usize = 16;
 
+/// 64 users of the id space: which hold a slot, and the slots of the users before them (one
+/// cache line serves a rank).
+#[derive(Clone, Copy, Debug)]
+struct Word {
+    bits: u64,
+    rank: u32,
+}
+
 #[derive(Default, Clone, Debug)]
 pub struct Column {
-    words: Vec<u64>,
-    ranks: Vec<u32>,
+    words: Vec<Word>,
     vals: Vec<u32>,
     late: HashMap<u32, u32>,
 }
@@ -34,9 +42,9 @@ impl Column {
     #[inline]
     fn slot(&self, u: u32) -> Option<usize> {
         let w = (u >> 6) as usize;
-        let word = *self.words.get(w)?;
+        let Word { bits, rank } = *self.words.get(w)?;
         let bit = 1u64 << (u & 63);
-        (word & bit != 0).then(|| self.ranks[w] as usize + (word & (bit - 1)).count_ones() as usize)
+        (bits & bit != 0).then(|| rank as usize + (bits & (bit - 1)).count_ones() as usize)
     }
 
     /// The value of `u` (`NONE` if it has none).
@@ -51,13 +59,30 @@ impl Column {
 
     /// Append the values of `users` (ascending, each with a value) to `out`, in that order.
     pub fn gather(&self, users: &[u32], out: &mut Vec<u32>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has POPCNT, checked just above.
+            return unsafe { self.gather_popcnt(users, out) };
+        }
+        self.gather_portable(users, out);
+    }
+
+    /// `gather` compiled with the POPCNT instruction (see `gather_bits_popcnt`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    fn gather_popcnt(&self, users: &[u32], out: &mut Vec<u32>) {
+        self.gather_portable(users, out);
+    }
+
+    #[inline(always)]
+    fn gather_portable(&self, users: &[u32], out: &mut Vec<u32>) {
         if self.late.is_empty() {
             // Every user with a value holds a slot: no presence test, no hash lookup.
             out.extend(users.iter().map(|&u| {
                 let w = (u >> 6) as usize;
-                let word = self.words[w];
-                let below = word & ((1u64 << (u & 63)) - 1);
-                self.vals[self.ranks[w] as usize + below.count_ones() as usize]
+                let Word { bits, rank } = self.words[w];
+                let below = bits & ((1u64 << (u & 63)) - 1);
+                self.vals[rank as usize + below.count_ones() as usize]
             }));
         } else {
             out.extend(users.iter().map(|&u| self.get(u)));
@@ -71,9 +96,9 @@ impl Column {
 
     /// Write the values of the users of bitset `sel` (bit `u` of word `u / 64`; each user
     /// holds a slot: `all_slotted`) to `out`, ascending by user; `out` has exactly one place
-    /// per selected user. A word of `sel` equal to the slot word (every slot holder of those
+    /// per selected user, and all are written (checked). A word of `sel` equal to the slot word (every slot holder of those
     /// 64 users selected) is one slice copy.
-    pub fn gather_bits(&self, sel: &[u64], out: &mut [u32]) {
+    pub fn gather_bits(&self, sel: &[u64], out: &mut [MaybeUninit<u32>]) {
         debug_assert!(self.all_slotted());
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("popcnt") {
@@ -87,34 +112,38 @@ impl Column {
     /// with a dozen instructions, which is most of the cost of a rank).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "popcnt")]
-    fn gather_bits_popcnt(&self, sel: &[u64], out: &mut [u32]) {
+    fn gather_bits_popcnt(&self, sel: &[u64], out: &mut [MaybeUninit<u32>]) {
         self.gather_bits_portable(sel, out);
     }
 
     #[inline(always)]
-    fn gather_bits_portable(&self, sel: &[u64], out: &mut [u32]) {
+    fn gather_bits_portable(&self, sel: &[u64], out: &mut [MaybeUninit<u32>]) {
         let mut k = 0;
         for (w, &bits) in sel.iter().enumerate() {
             if bits == 0 {
                 continue;
             }
-            let (word, base) = (self.words[w], self.ranks[w] as usize);
+            let (word, base) = (self.words[w].bits, self.words[w].rank as usize);
             debug_assert_eq!(bits & !word, 0, "a selected user holds no slot");
             if bits == word {
-                let n = word.count_ones() as usize;
-                out[k..k + n].copy_from_slice(&self.vals[base..base + n]);
-                k += n;
+                for (o, &v) in out[k..]
+                    .iter_mut()
+                    .zip(&self.vals[base..base + bits.count_ones() as usize])
+                {
+                    o.write(v);
+                    k += 1;
+                }
                 continue;
             }
             let mut b = bits;
             while b != 0 {
                 let low = b & b.wrapping_neg();
-                out[k] = self.vals[base + (word & (low - 1)).count_ones() as usize];
+                out[k].write(self.vals[base + (word & (low - 1)).count_ones() as usize]);
                 k += 1;
                 b ^= low;
             }
         }
-        debug_assert_eq!(k, out.len());
+        assert_eq!(k, out.len(), "every place of `out` is written");
     }
 
     /// Whether `u` is above every slot holder (then it can be appended).
@@ -123,7 +152,7 @@ impl Column {
         match self.words.len() {
             0 => true,
             n if w + 1 > n => true,
-            n if w + 1 == n => self.words[w] >> (u & 63) == 0,
+            n if w + 1 == n => self.words[w].bits >> (u & 63) == 0,
             _ => false,
         }
     }
@@ -146,10 +175,10 @@ impl Column {
     fn append(&mut self, u: u32, v: u32) {
         let w = (u >> 6) as usize;
         if self.words.len() <= w {
-            self.words.resize(w + 1, 0);
-            self.ranks.resize(w + 1, self.vals.len() as u32);
+            let rank = self.vals.len() as u32;
+            self.words.resize(w + 1, Word { bits: 0, rank });
         }
-        self.words[w] |= 1 << (u & 63);
+        self.words[w].bits |= 1 << (u & 63);
         self.vals.push(v);
     }
 
@@ -167,8 +196,8 @@ impl Column {
     pub fn pairs(&self) -> Vec<(u32, u32)> {
         let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.vals.len() + self.late.len());
         let mut i = 0;
-        for (w, &word) in self.words.iter().enumerate() {
-            let mut bits = word;
+        for (w, word) in self.words.iter().enumerate() {
+            let mut bits = word.bits;
             while bits != 0 {
                 let u = (w as u32) << 6 | bits.trailing_zeros();
                 if self.vals[i] != NONE {
@@ -195,8 +224,7 @@ impl Column {
 
     /// Heap bytes (approximate for the hash map).
     pub fn memory_usage(&self) -> usize {
-        self.words.capacity() * 8
-            + self.ranks.capacity() * 4
+        self.words.capacity() * std::mem::size_of::<Word>()
             + self.vals.capacity() * 4
             + self.late.capacity() * 9
     }
@@ -215,7 +243,10 @@ mod tests {
         c.set(70, 700);
         c.set(64, 640); // below 70: late
         assert_eq!(c.late.len(), 1);
-        assert_eq!((c.get(5), c.get(64), c.get(70), c.get(6)), (50, 640, 700, NONE));
+        assert_eq!(
+            (c.get(5), c.get(64), c.get(70), c.get(6)),
+            (50, 640, 700, NONE)
+        );
         let mut out = Vec::new();
         c.gather(&[5, 64, 70], &mut out);
         assert_eq!(out, [50, 640, 700]);
@@ -226,9 +257,9 @@ mod tests {
         c.relayout();
         assert!(c.all_slotted());
         assert_eq!(c.pairs(), [(5, 51), (64, 640), (70, 700)]);
-        let mut out = [0; 3];
+        let mut out = [MaybeUninit::uninit(); 3];
         c.gather_bits(&[1 << 5, 1 << 0 | 1 << 6], &mut out);
-        assert_eq!(out, [51, 640, 700]);
+        assert_eq!(out.map(|v| unsafe { v.assume_init() }), [51, 640, 700]);
     }
 
     proptest! {
@@ -258,8 +289,11 @@ mod tests {
             if c.all_slotted() {
                 let mut sel = vec![0u64; 3100 / 64 + 1];
                 users.iter().for_each(|&u| sel[(u / 64) as usize] |= 1 << (u % 64));
-                let mut bits = vec![0; users.len()];
-                c.gather_bits(&sel[..users.last().map_or(0, |&u| u as usize / 64 + 1)], &mut bits);
+                let mut bits = Vec::with_capacity(users.len());
+                let sel = &sel[..users.last().map_or(0, |&u| u as usize / 64 + 1)];
+                c.gather_bits(sel, &mut bits.spare_capacity_mut()[..users.len()]);
+                // SAFETY: gather_bits wrote all `users.len()` places (it asserts so).
+                unsafe { bits.set_len(users.len()) };
                 prop_assert_eq!(bits, out);
             }
         }

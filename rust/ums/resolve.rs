@@ -355,15 +355,27 @@ impl UmsRegistry {
             Selection::Global => (global, None),
             Selection::OwnElseGlobal => (own, global),
         };
+        // Column by column over all the users (independent lookups: their cache misses overlap).
+        let users = a.to_vec();
+        let firsts = |b: Option<&Bindings>| -> Vec<u32> {
+            b.map_or_else(
+                || vec![super::NONE; users.len()],
+                |b| users.iter().map(|&u| b.first.get(u)).collect(),
+            )
+        };
+        let (f1, f2) = (firsts(first), firsts(then));
         let (mut ids, mut reached) = (Vec::new(), Vec::new());
-        for u in a.iter() {
-            let bound = [first, then]
-                .into_iter()
-                .flatten()
-                .find(|b| b.first.get(u) != super::NONE);
-            if let Some(b) = bound {
-                ids.push(b.first.get(u));
-                ids.extend_from_slice(b.extras(u));
+        for (i, &u) in users.iter().enumerate() {
+            let (b, id) = if f1[i] != super::NONE {
+                (first, f1[i])
+            } else {
+                (then, f2[i])
+            };
+            if let (Some(b), true) = (b, id != super::NONE) {
+                ids.push(id);
+                if !b.multi.is_empty() {
+                    ids.extend_from_slice(b.extras(u));
+                }
                 reached.push(u);
             }
         }
