@@ -221,6 +221,10 @@ pub struct Bindings {
     extra_at: Column,
     pool: Vec<u32>,
     garbage: usize,
+    /// The least and greatest extra ID ever pooled, and whether an extra ID was pooled not
+    /// above every earlier one (as `Column::range` and `Column::unordered`).
+    pool_range: Option<(u32, u32)>,
+    pool_unordered: bool,
 }
 
 impl Bindings {
@@ -251,6 +255,7 @@ impl Bindings {
         if first == id || self.extras(u).contains(&id) {
             return;
         }
+        self.note_extra(id);
         let at = self.extra_at.get(u);
         if at == NONE {
             self.extra_at.set(u, self.pool.len() as u32);
@@ -300,6 +305,33 @@ impl Bindings {
             pool.extend_from_slice(&self.pool[a..a + 1 + self.pool[a] as usize]);
         }
         (self.pool, self.extra_at, self.garbage) = (pool, at, 0);
+        (self.pool_range, self.pool_unordered) = (None, false);
+        for (_, a) in self.extra_at.pairs() {
+            let a = a as usize;
+            for i in a + 1..a + 1 + self.pool[a] as usize {
+                self.note_extra(self.pool[i]);
+            }
+        }
+    }
+
+    fn note_extra(&mut self, id: u32) {
+        if self.pool_range.is_some_and(|(_, hi)| id <= hi) {
+            self.pool_unordered = true;
+        }
+        self.pool_range = Some(
+            self.pool_range
+                .map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))),
+        );
+    }
+
+    /// The ranges of the two runs a gather emits (first IDs, then extra IDs) when each run
+    /// is strictly ascending whatever the users (`None` when not known to be); an empty run
+    /// has no range. Then disjoint runs need no `resolve::distinct`, only an order.
+    pub(crate) fn run_ranges(&self) -> Option<[Option<(u32, u32)>; 2]> {
+        let extras = !self.multi.is_empty();
+        let ascending = self.first.ascending()
+            && (!extras || (self.extra_at.ascending() && !self.pool_unordered));
+        ascending.then(|| [self.first.range(), self.pool_range.filter(|_| extras)])
     }
 
     /// The IDs of `u`, in binding order (empty if none).
@@ -318,6 +350,12 @@ impl Bindings {
     /// Not deduplicated. Each of the two runs is ascending when the IDs were interned in
     /// user order (as the bulk loads do), which `resolve::distinct` turns into a merge.
     pub fn gather(&self, users: &Bitmap, out: &mut Vec<u32>) {
+        self.gather_first(users, out);
+        self.gather_extras(users, out);
+    }
+
+    /// The first IDs of `users` (a subset of `self.users`), in user order.
+    pub(crate) fn gather_first(&self, users: &Bitmap, out: &mut Vec<u32>) {
         let n = users.cardinality();
         out.reserve(n as usize);
         let mut buf = [0u32; 1024];
@@ -348,6 +386,11 @@ impl Bindings {
                 }
             }
         }
+    }
+
+    /// The extra IDs of `users` (a subset of `self.users`), in user order.
+    pub(crate) fn gather_extras(&self, users: &Bitmap, out: &mut Vec<u32>) {
+        let mut buf = [0u32; 1024];
         if !self.multi.is_empty() {
             let multi = users.and(&self.multi);
             let mut it = multi.iter();

@@ -35,6 +35,12 @@ pub struct Column {
     words: Vec<Word>,
     vals: Vec<u32>,
     late: HashMap<u32, u32>,
+    /// The least and greatest value ever set (`None` before the first).
+    range: Option<(u32, u32)>,
+    /// Set when the values in slot order may not be strictly ascending (a value appended
+    /// not above every earlier one, or a slot set again); cleared by a re-layout that finds
+    /// them ascending.
+    unordered: bool,
 }
 
 impl Column {
@@ -161,18 +167,39 @@ impl Column {
     pub fn set(&mut self, u: u32, v: u32) {
         debug_assert_ne!(v, NONE);
         if let Some(i) = self.slot(u) {
+            self.unordered |= self.vals[i] != v;
             self.vals[i] = v;
+            self.widen(v);
         } else if self.above_all(u) {
             self.append(u, v);
         } else {
             self.late.insert(u, v);
+            self.widen(v);
             if self.late.len() > LATE_MIN + self.vals.len() / LATE_SHARE {
                 self.relayout();
             }
         }
     }
 
+    /// Whether a gather of any users emits strictly ascending values (see `unordered`).
+    pub fn ascending(&self) -> bool {
+        !self.unordered && self.late.is_empty()
+    }
+
+    /// The least and greatest value ever set (a bound of every value present).
+    pub fn range(&self) -> Option<(u32, u32)> {
+        self.range
+    }
+
+    fn widen(&mut self, v: u32) {
+        self.range = Some(self.range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+    }
+
     fn append(&mut self, u: u32, v: u32) {
+        if self.range.is_some_and(|(_, hi)| v <= hi) {
+            self.unordered = true;
+        }
+        self.widen(v);
         let w = (u >> 6) as usize;
         if self.words.len() <= w {
             let rank = self.vals.len() as u32;
@@ -255,7 +282,8 @@ mod tests {
         c.set(5, 51); // the slot is reused
         assert!(c.late.len() == 1 && c.vals.len() == 2);
         c.relayout();
-        assert!(c.all_slotted());
+        assert!(c.all_slotted() && c.ascending());
+        assert_eq!(c.range(), Some((51, 700))); // re-laid: the present values
         assert_eq!(c.pairs(), [(5, 51), (64, 640), (70, 700)]);
         let mut out = [MaybeUninit::uninit(); 3];
         c.gather_bits(&[1 << 5, 1 << 0 | 1 << 6], &mut out);
@@ -286,6 +314,12 @@ mod tests {
             let mut out = Vec::new();
             c.gather(&users, &mut out);
             prop_assert_eq!(&out, &want.iter().map(|p| p.1).collect::<Vec<_>>());
+            if c.ascending() {
+                prop_assert!(out.windows(2).all(|w| w[0] < w[1]));
+            }
+            if let (Some((lo, hi)), Some(min), Some(max)) = (c.range(), out.iter().min(), out.iter().max()) {
+                prop_assert!(lo <= *min && *max <= hi);
+            }
             if c.all_slotted() {
                 let mut sel = vec![0u64; 3100 / 64 + 1];
                 users.iter().for_each(|&u| sel[(u / 64) as usize] |= 1 << (u % 64));

@@ -134,6 +134,44 @@ fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
     out
 }
 
+/// The distinct IDs, ascending, of the users of each part in its bindings. When every run
+/// of the gather (first IDs and extras of each part) is known to be ascending and their
+/// ranges do not overlap, the runs are gathered in the order of their ranges straight into
+/// the answer; otherwise `distinct` sorts it out.
+fn gather_distinct(parts: &[(&Bindings, Bitmap)], bound: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(bound);
+    let runs: Option<Vec<((u32, u32), usize, bool)>> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (b, _))| b.run_ranges().map(|[f, e]| [(f, i, false), (e, i, true)]))
+        .collect::<Option<Vec<_>>>()
+        .map(|r| {
+            r.into_iter()
+                .flatten()
+                .filter_map(|(range, i, extras)| range.map(|r| (r, i, extras)))
+                .collect()
+        });
+    if let Some(mut runs) = runs {
+        runs.sort_unstable();
+        if runs.windows(2).all(|w| w[0].0 .1 < w[1].0 .0) {
+            for (_, i, extras) in runs {
+                let (b, users) = &parts[i];
+                if extras {
+                    b.gather_extras(users, &mut out);
+                } else {
+                    b.gather_first(users, &mut out);
+                }
+            }
+            debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
+            return out;
+        }
+    }
+    for (b, users) in parts {
+        b.gather(users, &mut out);
+    }
+    distinct(out)
+}
+
 /// The union of two ascending distinct slices, ascending and distinct.
 fn merge(a: &[u32], b: &[u32]) -> Vec<u32> {
     let mut out = Vec::with_capacity(a.len() + b.len());
@@ -428,11 +466,7 @@ impl UmsRegistry {
         let parts = self.select(key, ty, a);
         let bound: u64 = parts.iter().map(|(_, u)| u.cardinality()).sum();
         step("bound", "users", bound);
-        let mut all = Vec::with_capacity(bound as usize);
-        for (b, users) in &parts {
-            b.gather(users, &mut all);
-        }
-        let all = distinct(all);
+        let all = gather_distinct(&parts, bound as usize);
         step("ids", "ids", all.len() as u64);
         let (ids, reached) = match list {
             None => (all, union(parts.iter().map(|(_, u)| u))),
