@@ -14,6 +14,7 @@
 //! whole column is laid out again, so a set costs amortised O(1).
 
 use super::NONE;
+use crate::index::prefetch;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
@@ -61,6 +62,29 @@ impl Column {
             None if self.late.is_empty() => NONE,
             None => self.late.get(&u).copied().unwrap_or(NONE),
         }
+    }
+
+    /// The values of `users` (any order; `NONE` for those without), looked up in passes
+    /// that prefetch first the index words, then the values, so that the cache misses of
+    /// different users overlap (a small send's lookups are nearly all misses).
+    pub fn get_many(&self, users: &[u32]) -> Vec<u32> {
+        for &u in users {
+            if let Some(w) = self.words.get((u >> 6) as usize) {
+                prefetch(w);
+            }
+        }
+        let slots: Vec<Option<usize>> = users.iter().map(|&u| self.slot(u)).collect();
+        for &i in slots.iter().flatten() {
+            prefetch(&self.vals[i]);
+        }
+        users
+            .iter()
+            .zip(slots)
+            .map(|(&u, slot)| match slot {
+                Some(i) => self.vals[i],
+                None => self.late.get(&u).copied().unwrap_or(NONE),
+            })
+            .collect()
     }
 
     /// Append the values of `users` (ascending, each with a value) to `out`, in that order.
@@ -307,8 +331,11 @@ mod tests {
             }
             let want: Vec<(u32, u32)> = m.iter().map(|(&u, &v)| (u, v)).collect();
             prop_assert_eq!(c.pairs(), want.clone());
+            let all: Vec<u32> = (0..3100).collect();
+            let many = c.get_many(&all);
             for u in 0..3100 {
                 prop_assert_eq!(c.get(u), m.get(&u).copied().unwrap_or(NONE));
+                prop_assert_eq!(many[u as usize], c.get(u));
             }
             let users: Vec<u32> = m.keys().copied().collect();
             let mut out = Vec::new();

@@ -134,13 +134,16 @@ fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
     out
 }
 
+/// One run of a gather: its ID range, its part, and whether it is the part's extra IDs.
+type Run = ((u32, u32), usize, bool);
+
 /// The distinct IDs, ascending, of the users of each part in its bindings. When every run
 /// of the gather (first IDs and extras of each part) is known to be ascending and their
 /// ranges do not overlap, the runs are gathered in the order of their ranges straight into
 /// the answer; otherwise `distinct` sorts it out.
 fn gather_distinct(parts: &[(&Bindings, Bitmap)], bound: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(bound);
-    let runs: Option<Vec<((u32, u32), usize, bool)>> = parts
+    let runs: Option<Vec<Run>> = parts
         .iter()
         .enumerate()
         .map(|(i, (b, _))| b.run_ranges().map(|[f, e]| [(f, i, false), (e, i, true)]))
@@ -398,7 +401,7 @@ impl UmsRegistry {
         let firsts = |b: Option<&Bindings>| -> Vec<u32> {
             b.map_or_else(
                 || vec![super::NONE; users.len()],
-                |b| users.iter().map(|&u| b.first.get(u)).collect(),
+                |b| b.first.get_many(&users),
             )
         };
         let (f1, f2) = (firsts(first), firsts(then));
