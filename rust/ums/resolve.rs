@@ -142,7 +142,12 @@ type Run = ((u32, u32), usize, bool);
 /// ranges do not overlap, the runs are gathered in the order of their ranges straight into
 /// the answer; otherwise `distinct` sorts it out.
 fn gather_distinct(parts: &[(&Bindings, Bitmap)], bound: usize) -> Vec<u32> {
-    let mut out = Vec::with_capacity(bound);
+    // Room for the extra IDs too (a regrown answer would be copied whole).
+    let extras: u64 = parts
+        .iter()
+        .map(|(b, u)| u.and_cardinality(&b.multi) * 2)
+        .sum();
+    let mut out = Vec::with_capacity(bound + extras as usize);
     let runs: Option<Vec<Run>> = parts
         .iter()
         .enumerate()
