@@ -11,11 +11,12 @@
 //! - channel registration IDs of every type share one interner (`ids`), so a list's `ids`
 //!   are one bitmap whatever the channel; an ID string means the same id on every channel;
 //! - `Bindings` of one (type, scope): `users` holds exactly the users with at least one ID
-//!   there; `first[u]` is the first ID of such a user (`NONE` otherwise, and `first` may be
-//!   shorter than the user space); `extra[u]` the further IDs in binding order, present exactly
-//!   for the users of `multi`. No ID repeats within one user's IDs of one (type, scope).
+//!   there; `first` (a compact `column::Column`, values in user order) the first ID of each
+//!   such user; `extra_at` points into `pool` at the further IDs in binding order, present
+//!   exactly for the users of `multi`. No ID repeats within one user's IDs of one (type, scope).
 
 mod app;
+mod column;
 mod load;
 mod resolve;
 pub mod snapshot;
@@ -27,6 +28,7 @@ pub use stages::{AppRoutes, Stage};
 
 use crate::error::{Error, Result};
 use crate::intern::Interner;
+use column::Column;
 use croaring::Bitmap;
 use std::collections::{BTreeMap, HashMap};
 
@@ -206,13 +208,30 @@ pub fn cut<'a>(what: &str, bytes: &'a [u8], offsets: &[u64]) -> Result<Vec<&'a s
         .collect()
 }
 
+/// A gather walks a bitset of the selected users once they are at least one in this many
+/// of the id space (roaring then holds them as bitsets too); below, it goes user by user.
+const DENSE_IDS_PER_USER: u64 = 16;
+
+/// Garbage a `Bindings` pool may hold beyond half its length before it is compacted (small
+/// under test, so that the property tests compact).
+const POOL_SLACK: usize = if cfg!(test) { 8 } else { 1024 };
+
 /// The channel IDs of one channel type in one scope (see the module invariants).
 #[derive(Default, Clone)]
 pub struct Bindings {
     pub(crate) users: Bitmap,
-    pub(crate) first: Vec<u32>,
+    /// The first ID of every user of `users`, in user order.
+    pub(crate) first: Column,
     pub(crate) multi: Bitmap,
-    pub(crate) extra: HashMap<u32, Vec<u32>>,
+    /// Per user of `multi`: where its extra IDs begin in `pool` (`pool[at]` is their number,
+    /// the IDs follow). Runs of removed or moved users are garbage until `compact`.
+    extra_at: Column,
+    pool: Vec<u32>,
+    garbage: usize,
+    /// The least and greatest extra ID ever pooled, and whether an extra ID was pooled not
+    /// above every earlier one (as `Column::range` and `Column::unordered`).
+    pool_range: Option<(u32, u32)>,
+    pool_unordered: bool,
 }
 
 impl Bindings {
@@ -221,74 +240,185 @@ impl Bindings {
         &self.users
     }
 
+    /// The extra IDs of `u` (empty if none).
+    pub(crate) fn extras(&self, u: u32) -> &[u32] {
+        match self.extra_at.get(u) {
+            NONE => &[],
+            at => {
+                let at = at as usize;
+                &self.pool[at + 1..at + 1 + self.pool[at] as usize]
+            }
+        }
+    }
+
     /// Bind ID `id` to user `u` (after its other IDs here); a repeated ID is ignored.
     pub fn add(&mut self, u: u32, id: u32) {
-        let i = u as usize;
-        if self.first.len() <= i {
-            self.first.resize(i + 1, NONE);
-        }
-        if self.first[i] == NONE {
-            self.first[i] = id;
+        let first = self.first.get(u);
+        if first == NONE {
+            self.first.set(u, id);
             self.users.add(u);
             return;
         }
-        if self.first[i] == id {
+        if first == id || self.extras(u).contains(&id) {
             return;
         }
-        let more = self.extra.entry(u).or_default();
-        if !more.contains(&id) {
-            more.push(id);
+        self.note_extra(id);
+        let at = self.extra_at.get(u);
+        if at == NONE {
+            self.extra_at.set(u, self.pool.len() as u32);
+            self.pool.extend([1, id]);
             self.multi.add(u);
+            return;
+        }
+        let at = at as usize;
+        let n = self.pool[at] as usize;
+        if at + 1 + n == self.pool.len() {
+            // The last run grows in place (the bulk loads bind a user's IDs together).
+            self.pool.push(id);
+            self.pool[at] += 1;
+        } else {
+            self.extra_at.set(u, self.pool.len() as u32);
+            self.pool.push(n as u32 + 1);
+            self.pool.extend_from_within(at + 1..at + 1 + n);
+            self.pool.push(id);
+            self.garbage += n + 1;
+            self.compact();
         }
     }
 
     /// Remove every ID of `u`.
     pub fn clear(&mut self, u: u32) {
-        if let Some(f) = self.first.get_mut(u as usize) {
-            *f = NONE;
-        }
+        self.first.remove(u);
         self.users.remove(u);
-        if self.extra.remove(&u).is_some() {
+        let n = self.extras(u).len();
+        if n > 0 {
+            self.extra_at.remove(u);
             self.multi.remove(u);
+            self.garbage += n + 1;
+            self.compact();
         }
+    }
+
+    /// Rewrite `pool` without garbage once garbage is most of it.
+    fn compact(&mut self) {
+        if self.garbage <= POOL_SLACK + self.pool.len() / 2 {
+            return;
+        }
+        let mut pool = Vec::with_capacity(self.pool.len() - self.garbage);
+        let mut at = Column::default();
+        for (u, a) in self.extra_at.pairs() {
+            let a = a as usize;
+            at.set(u, pool.len() as u32);
+            pool.extend_from_slice(&self.pool[a..a + 1 + self.pool[a] as usize]);
+        }
+        (self.pool, self.extra_at, self.garbage) = (pool, at, 0);
+        (self.pool_range, self.pool_unordered) = (None, false);
+        for (_, a) in self.extra_at.pairs() {
+            let a = a as usize;
+            for i in a + 1..a + 1 + self.pool[a] as usize {
+                self.note_extra(self.pool[i]);
+            }
+        }
+    }
+
+    fn note_extra(&mut self, id: u32) {
+        if self.pool_range.is_some_and(|(_, hi)| id <= hi) {
+            self.pool_unordered = true;
+        }
+        self.pool_range = Some(
+            self.pool_range
+                .map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))),
+        );
+    }
+
+    /// The ranges of the two runs a gather emits (first IDs, then extra IDs) when each run
+    /// is strictly ascending whatever the users (`None` when not known to be); an empty run
+    /// has no range. Then disjoint runs need no `resolve::distinct`, only an order.
+    pub(crate) fn run_ranges(&self) -> Option<[Option<(u32, u32)>; 2]> {
+        let extras = !self.multi.is_empty();
+        let ascending = self.first.ascending()
+            && (!extras || (self.extra_at.ascending() && !self.pool_unordered));
+        ascending.then(|| [self.first.range(), self.pool_range.filter(|_| extras)])
     }
 
     /// The IDs of `u`, in binding order (empty if none).
     pub fn ids_of(&self, u: u32) -> Vec<u32> {
         let mut out = Vec::new();
-        match self.first.get(u as usize) {
-            Some(&f) if f != NONE => out.push(f),
-            _ => return out,
+        match self.first.get(u) {
+            NONE => return out,
+            f => out.push(f),
         }
-        if let Some(more) = self.extra.get(&u) {
-            out.extend_from_slice(more);
-        }
+        out.extend_from_slice(self.extras(u));
         out
     }
 
     /// Append the IDs of every user of `users` (which must be a subset of `self.users`) to
-    /// `out`: first IDs in ascending user order, then the extra IDs. Not deduplicated.
+    /// `out`: first IDs in ascending user order, then the extra IDs in ascending user order.
+    /// Not deduplicated. Each of the two runs is ascending when the IDs were interned in
+    /// user order (as the bulk loads do), which `resolve::distinct` turns into a merge.
     pub fn gather(&self, users: &Bitmap, out: &mut Vec<u32>) {
-        out.reserve(users.cardinality() as usize);
-        let mut it = users.iter();
+        self.gather_first(users, out);
+        self.gather_extras(users, out);
+    }
+
+    /// The first IDs of `users` (a subset of `self.users`), in user order.
+    pub(crate) fn gather_first(&self, users: &Bitmap, out: &mut Vec<u32>) {
+        let n = users.cardinality();
+        out.reserve(n as usize);
         let mut buf = [0u32; 1024];
-        loop {
-            let n = it.next_many(&mut buf);
-            if n == 0 {
-                break;
+        // Dense selections walk the bitset word by word (no per-user iterator or rank lookup
+        // of a whole word); sparse ones go user by user (a bitset would be mostly zeros).
+        let dense = users
+            .maximum()
+            .is_some_and(|m| n * DENSE_IDS_PER_USER > u64::from(m));
+        let bits = (dense && self.first.all_slotted())
+            .then(|| users.to_bitset())
+            .flatten();
+        match bits {
+            Some(bits) => {
+                let (start, n) = (out.len(), n as usize);
+                self.first
+                    .gather_bits(bits.as_slice(), &mut out.spare_capacity_mut()[..n]);
+                // SAFETY: `gather_bits` wrote all `n` places after `start` (it asserts so).
+                unsafe { out.set_len(start + n) };
             }
-            out.extend(buf[..n].iter().map(|&u| self.first[u as usize]));
+            None => {
+                let mut it = users.iter();
+                loop {
+                    let n = it.next_many(&mut buf);
+                    if n == 0 {
+                        break;
+                    }
+                    self.first.gather(&buf[..n], out);
+                }
+            }
         }
+    }
+
+    /// The extra IDs of `users` (a subset of `self.users`), in user order.
+    pub(crate) fn gather_extras(&self, users: &Bitmap, out: &mut Vec<u32>) {
+        let mut buf = [0u32; 1024];
         if !self.multi.is_empty() {
-            for u in users.and(&self.multi).iter() {
-                out.extend_from_slice(&self.extra[&u]);
+            let multi = users.and(&self.multi);
+            let mut it = multi.iter();
+            loop {
+                let n = it.next_many(&mut buf);
+                if n == 0 {
+                    break;
+                }
+                for &u in &buf[..n] {
+                    out.extend_from_slice(self.extras(u));
+                }
             }
         }
     }
 
     fn memory_usage(&self) -> usize {
-        let extra: usize = self.extra.values().map(|v| 8 + 24 + v.capacity() * 4).sum();
-        size(&self.users) + self.first.capacity() * 4 + size(&self.multi) + extra
+        size(&self.users)
+            + self.first.memory_usage()
+            + size(&self.multi)
+            + self.extra_at.memory_usage()
+            + self.pool.capacity() * 4
     }
 }
 
@@ -822,5 +952,41 @@ mod tests {
         b.clear(3);
         assert_eq!(b.ids_of(3), Vec::<u32>::new());
         assert!(b.multi.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Bindings against a map of user -> IDs in binding order, through adds (in any user
+        /// order, so that columns go late and pools get garbage) and clears.
+        #[test]
+        fn bindings_behave_like_a_map(
+            ops in proptest::collection::vec((0u32..300, 0u32..40, 0u8..8), 0..2500)
+        ) {
+            let mut b = Bindings::default();
+            let mut m: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+            for (u, id, op) in ops {
+                if op == 0 {
+                    b.clear(u);
+                    m.remove(&u);
+                } else {
+                    b.add(u, id);
+                    let ids = m.entry(u).or_default();
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            for u in 0..310 {
+                proptest::prop_assert_eq!(b.ids_of(u), m.get(&u).cloned().unwrap_or_default());
+            }
+            let users: Vec<u32> = m.keys().copied().collect();
+            proptest::prop_assert_eq!(b.users().to_vec(), users.clone());
+            let multi: Vec<u32> = m.iter().filter(|(_, v)| v.len() > 1).map(|(&u, _)| u).collect();
+            proptest::prop_assert_eq!(b.multi.to_vec(), multi);
+            let mut got = Vec::new();
+            b.gather(&Bitmap::of(&users), &mut got);
+            let mut want: Vec<u32> = m.values().map(|v| v[0]).collect();
+            want.extend(m.values().flat_map(|v| v[1..].iter().copied()));
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }

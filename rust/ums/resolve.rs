@@ -20,6 +20,7 @@ use super::{code, refuse, Bindings, ChannelType, IdList, Selection, UmsRegistry,
 use crate::error::Result;
 use croaring::Bitmap;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Whom a send targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +79,120 @@ pub struct Resolution {
 /// The list of a send, and whether it is a black (true) or white list.
 type List<'a> = Option<(&'a IdList, bool)>;
 
-/// Sort and deduplicate IDs (usually already ascending: IDs are interned in user order).
+/// A gather with more ascending runs than this is sorted rather than merged.
+const MAX_RUNS: usize = 16;
+
+/// A channel whose audience has at most this many users (and no list) is resolved user by
+/// user (`small_channel`) instead of by bitmap intersections.
+const SMALL_USERS: u64 = if cfg!(test) { 2 } else { 4096 };
+
+/// Sends whose audience is smaller than this resolve their channels on one thread (the
+/// channels are too cheap to pay for waking the others).
+const PARALLEL_USERS: u64 = 50_000;
+
+/// Ascending distinct IDs of a gather. A gather is a few ascending runs when IDs were interned
+/// in user order (first IDs, then extras, of each binding): the runs are concatenated when
+/// their ranges do not overlap (no copy at all when they are already in order) and merged
+/// otherwise, in linear time; anything else is sorted.
 fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
-    if !ids.windows(2).all(|w| w[0] < w[1]) {
-        ids.sort_unstable();
-        ids.dedup();
+    let mut starts = vec![0];
+    // Blocks without a descent are passed over by a branch-free (vectorised) test.
+    const BLOCK: usize = 256;
+    let mut at = 1;
+    while at < ids.len() {
+        let end = (at + BLOCK).min(ids.len());
+        let ascending = ids[at - 1..end]
+            .windows(2)
+            .fold(true, |all, w| all & (w[0] < w[1]));
+        if !ascending {
+            for i in at..end {
+                if ids[i - 1] >= ids[i] {
+                    starts.push(i);
+                }
+            }
+            if starts.len() > MAX_RUNS {
+                ids.sort_unstable();
+                ids.dedup();
+                return ids;
+            }
+        }
+        at = end;
     }
-    ids
+    if starts.len() == 1 {
+        return ids;
+    }
+    starts.push(ids.len());
+    let mut runs: Vec<&[u32]> = starts.windows(2).map(|w| &ids[w[0]..w[1]]).collect();
+    runs.sort_unstable_by_key(|r| r[0]);
+    if runs.windows(2).all(|w| w[0][w[0].len() - 1] < w[1][0]) {
+        return runs.concat();
+    }
+    let mut out = runs[0].to_vec();
+    for r in &runs[1..] {
+        out = merge(&out, r);
+    }
+    out
+}
+
+/// One run of a gather: its ID range, its part, and whether it is the part's extra IDs.
+type Run = ((u32, u32), usize, bool);
+
+/// The distinct IDs, ascending, of the users of each part in its bindings. When every run
+/// of the gather (first IDs and extras of each part) is known to be ascending and their
+/// ranges do not overlap, the runs are gathered in the order of their ranges straight into
+/// the answer; otherwise `distinct` sorts it out.
+fn gather_distinct(parts: &[(&Bindings, Bitmap)], bound: usize) -> Vec<u32> {
+    // Room for the extra IDs too (a regrown answer would be copied whole).
+    let extras: u64 = parts
+        .iter()
+        .map(|(b, u)| u.and_cardinality(&b.multi) * 2)
+        .sum();
+    let mut out = Vec::with_capacity(bound + extras as usize);
+    let runs: Option<Vec<Run>> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (b, _))| b.run_ranges().map(|[f, e]| [(f, i, false), (e, i, true)]))
+        .collect::<Option<Vec<_>>>()
+        .map(|r| {
+            r.into_iter()
+                .flatten()
+                .filter_map(|(range, i, extras)| range.map(|r| (r, i, extras)))
+                .collect()
+        });
+    if let Some(mut runs) = runs {
+        runs.sort_unstable();
+        if runs.windows(2).all(|w| w[0].0 .1 < w[1].0 .0) {
+            for (_, i, extras) in runs {
+                let (b, users) = &parts[i];
+                if extras {
+                    b.gather_extras(users, &mut out);
+                } else {
+                    b.gather_first(users, &mut out);
+                }
+            }
+            debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
+            return out;
+        }
+    }
+    for (b, users) in parts {
+        b.gather(users, &mut out);
+    }
+    distinct(out)
+}
+
+/// The union of two ascending distinct slices, ascending and distinct.
+fn merge(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        out.push(x.min(y));
+        i += usize::from(x <= y);
+        j += usize::from(y <= x);
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The users of `users` (each bound in `b`) with at least one ID passing `keep`.
@@ -121,7 +229,8 @@ impl UmsRegistry {
         .transpose()
     }
 
-    /// Resolve a send (see the module doc). Channels are resolved in parallel.
+    /// Resolve a send (see the module doc). Channels are resolved in parallel, unless the
+    /// send is small (`PARALLEL_USERS`).
     pub fn resolve(&self, spec: &SendSpec) -> Result<Resolution> {
         let mut types = Vec::with_capacity(spec.channels.len());
         for k in &spec.channels {
@@ -144,10 +253,17 @@ impl UmsRegistry {
             (_, Some(w)) => Some((w, false)),
             _ => None,
         };
-        let base = match &spec.target {
+        let mut base = match &spec.target {
             Target::Broadcast => Some(self.live.clone()),
             Target::Users(names) => {
-                let mut ids: Vec<u32> = names.iter().filter_map(|n| self.user_id(n)).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let mut ids: Vec<u32> = self
+                    .users
+                    .lookup_many(&names)
+                    .into_iter()
+                    .flatten()
+                    .filter(|&u| self.live.contains(u))
+                    .collect();
                 ids.sort_unstable();
                 Some(Bitmap::of(&ids))
             }
@@ -164,37 +280,40 @@ impl UmsRegistry {
             ),
             Target::Tags(_) | Target::Custom(_) => None,
         };
-        let per_channel: Vec<(ChannelResult, Option<Bitmap>, Vec<Step>)> = spec
+        // Per channel its audience: the base one, or the tags' own (borrowed when one bitmap).
+        let audiences: Vec<Option<Cow<Bitmap>>> = spec
             .channels
-            .par_iter()
-            .zip(types.par_iter())
-            .map(|(k, &ty)| match &spec.target {
-                Target::Custom(per_type) => {
-                    let (r, s) = self.custom_channel(k, ty, per_type, list);
-                    (r, None, s)
-                }
-                Target::Tags(tags) => {
-                    let a = self.tag_audience(tags, k);
-                    let (r, s) = self.user_channel(k, ty, &a, list);
-                    (r, Some(a), s)
-                }
-                _ => {
-                    let a = base
-                        .as_ref()
-                        .expect("a user-class target has a base audience");
-                    let (r, s) = self.user_channel(k, ty, a, list);
-                    (r, None, s)
-                }
+            .iter()
+            .map(|k| match (&spec.target, &base) {
+                (Target::Tags(tags), _) => Some(self.tag_audience(tags, k)),
+                (_, Some(b)) => Some(Cow::Borrowed(b)),
+                _ => None,
             })
             .collect();
+        let users: u64 = audiences.iter().flatten().map(|a| a.cardinality()).sum();
+        let one = |i: usize| {
+            let (k, ty) = (&spec.channels[i], types[i]);
+            match (&audiences[i], &spec.target) {
+                (None, Target::Custom(per_type)) => self.custom_channel(k, ty, per_type, list),
+                (Some(a), _) => self.user_channel(k, ty, a, list),
+                (None, _) => unreachable!("a user-class target has an audience per channel"),
+            }
+        };
+        let n = spec.channels.len();
+        let per_channel: Vec<(ChannelResult, Vec<Step>)> = if users >= PARALLEL_USERS {
+            (0..n).into_par_iter().map(one).collect()
+        } else {
+            (0..n).map(one).collect()
+        };
+        if let Target::Tags(_) = spec.target {
+            let parts: Vec<&Bitmap> = audiences.iter().flatten().map(|a| a.as_ref()).collect();
+            base = Some(Bitmap::fast_or(&parts));
+        }
         let mut audience = base.unwrap_or_default();
         let mut reached = Bitmap::new();
         let mut channels = Vec::with_capacity(per_channel.len());
         let mut steps = Vec::new();
-        for (r, a, s) in per_channel {
-            if let Some(a) = a {
-                audience.or_inplace(&a);
-            }
+        for (r, s) in per_channel {
             reached.or_inplace(&r.reached);
             channels.push(r);
             steps.extend(s);
@@ -228,7 +347,7 @@ impl UmsRegistry {
 
     /// The users of the tags on channel `key`: per tag the users with it bound to `key`, or
     /// the global binding when nobody has it bound to `key`.
-    fn tag_audience(&self, tags: &[String], key: &str) -> Bitmap {
+    fn tag_audience(&self, tags: &[String], key: &str) -> Cow<'_, Bitmap> {
         let scope = self.scope(key);
         let parts: Vec<&Bitmap> = tags
             .iter()
@@ -240,7 +359,10 @@ impl UmsRegistry {
                 own.or_else(|| self.tag_users.get(&(t, GLOBAL)))
             })
             .collect();
-        Bitmap::fast_or(&parts)
+        match parts[..] {
+            [one] => Cow::Borrowed(one),
+            _ => Cow::Owned(Bitmap::fast_or(&parts)),
+        }
     }
 
     /// The bindings a channel's IDs come from, each with the users of `a` taken from it.
@@ -272,6 +394,48 @@ impl UmsRegistry {
         }
     }
 
+    /// Steps 3 and 5 of the module doc for a small audience and no list, user by user: each
+    /// user's binding by `ty.selection()`, its IDs, and whether it is reached (no bitmap
+    /// intersections, which would cost a container walk per binding for a few users).
+    /// Returns the distinct IDs, the users reached and how many users are bound.
+    fn small_channel(&self, key: &str, ty: ChannelType, a: &Bitmap) -> (Vec<u32>, Bitmap, u64) {
+        let own = self.scope(key).and_then(|s| self.bindings.get(&(ty, s)));
+        let global = self.bindings.get(&(ty, GLOBAL));
+        let (first, then) = match ty.selection() {
+            Selection::Own => (own, None),
+            Selection::Global => (global, None),
+            Selection::OwnElseGlobal => (own, global),
+        };
+        // Column by column over all the users (independent lookups: their cache misses overlap).
+        let users = a.to_vec();
+        let firsts = |b: Option<&Bindings>| -> Vec<u32> {
+            b.map_or_else(
+                || vec![super::NONE; users.len()],
+                |b| b.first.get_many(&users),
+            )
+        };
+        let (f1, f2) = (firsts(first), firsts(then));
+        let (mut ids, mut reached) = (Vec::new(), Vec::new());
+        for (i, &u) in users.iter().enumerate() {
+            let (b, id) = if f1[i] != super::NONE {
+                (first, f1[i])
+            } else {
+                (then, f2[i])
+            };
+            if let (Some(b), true) = (b, id != super::NONE) {
+                ids.push(id);
+                if !b.multi.is_empty() {
+                    ids.extend_from_slice(b.extras(u));
+                }
+                reached.push(u);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let n = reached.len() as u64;
+        (ids, Bitmap::of(&reached), n)
+    }
+
     /// One channel of a user-class send, over its audience `a` (also used by `stages`: a
     /// later stage is this over the users that earlier stages did not deliver to).
     pub(super) fn user_channel(
@@ -291,6 +455,19 @@ impl UmsRegistry {
             })
         };
         step("audience", "users", a.cardinality());
+        if list.is_none() && a.cardinality() <= SMALL_USERS {
+            let (ids, reached, bound) = self.small_channel(key, ty, a);
+            step("bound", "users", bound);
+            step("ids", "ids", ids.len() as u64);
+            step("reached", "users", reached.cardinality());
+            let result = ChannelResult {
+                key: key.to_owned(),
+                ty,
+                ids,
+                reached,
+            };
+            return (result, steps);
+        }
         let filtered;
         let a = match list {
             Some((l, true)) => {
@@ -303,11 +480,7 @@ impl UmsRegistry {
         let parts = self.select(key, ty, a);
         let bound: u64 = parts.iter().map(|(_, u)| u.cardinality()).sum();
         step("bound", "users", bound);
-        let mut all = Vec::new();
-        for (b, users) in &parts {
-            b.gather(users, &mut all);
-        }
-        let all = distinct(all);
+        let all = gather_distinct(&parts, bound as usize);
         step("ids", "ids", all.len() as u64);
         let (ids, reached) = match list {
             None => (all, union(parts.iter().map(|(_, u)| u))),
@@ -457,6 +630,80 @@ mod tests {
     fn strings(r: &UmsRegistry, res: &Resolution) -> Vec<Vec<String>> {
         let ids = |c: &ChannelResult| c.ids.iter().map(|&i| r.channel_id(i).to_owned()).collect();
         res.channels.iter().map(ids).collect()
+    }
+
+    #[test]
+    fn distinct_concatenates_merges_or_sorts() {
+        assert_eq!(distinct(vec![]), Vec::<u32>::new());
+        assert_eq!(distinct(vec![1, 2, 5]), [1, 2, 5]);
+        // Disjoint runs out of order: concatenated in order.
+        assert_eq!(distinct(vec![7, 8, 1, 2, 4, 5]), [1, 2, 4, 5, 7, 8]);
+        // Overlapping runs with shared IDs: merged.
+        assert_eq!(distinct(vec![1, 4, 9, 2, 4, 10, 4]), [1, 2, 4, 9, 10]);
+        // More runs than MAX_RUNS: sorted.
+        let many: Vec<u32> = (0..100).rev().chain(0..3).collect();
+        assert_eq!(distinct(many), (0..100).collect::<Vec<_>>());
+        assert_eq!(merge(&[1, 3], &[2, 3, 4]), [1, 2, 3, 4]);
+    }
+
+    proptest::proptest! {
+        /// `distinct` is sort + dedup, whatever the runs.
+        #[test]
+        fn distinct_is_sort_dedup(
+            runs in proptest::collection::vec(proptest::collection::vec(0u32..200, 0..40), 0..24)
+        ) {
+            let ids: Vec<u32> = runs.into_iter().flat_map(|mut r| { r.sort_unstable(); r }).collect();
+            let mut want = ids.clone();
+            want.sort_unstable();
+            want.dedup();
+            proptest::prop_assert_eq!(distinct(ids), want);
+        }
+    }
+
+    proptest::proptest! {
+        /// The user-by-user path of small audiences gives what the bitmap path gives.
+        #[test]
+        fn small_channels_match_the_bitmap_path(
+            users in proptest::collection::vec(
+                (0usize..30, proptest::collection::vec((0usize..4, 0usize..3, 0u32..12), 0..5)),
+                1..60,
+            ),
+            audience in proptest::collection::vec(0u32..30, 3..30),
+        ) {
+            let mut r = UmsRegistry::new();
+            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+                r.add_channel(k, ty).unwrap();
+            }
+            // Upserts in any order, some repeated: columns go late, slots are reused.
+            for (u, binds) in &users {
+                let binds: Vec<(&str, ChannelType, Vec<String>)> = binds
+                    .iter()
+                    .map(|&(s, t, id)| {
+                        let scope = ["all", "app1", "sms1", "ding"][s];
+                        (scope, [App, Sms, DingtalkCc][t], vec![format!("i{id}"), format!("j{}", id % 3)])
+                    })
+                    .collect();
+                let binds: Vec<(&str, ChannelType, &[String])> =
+                    binds.iter().map(|(s, t, v)| (*s, *t, v.as_slice())).collect();
+                let mut rec = user(&format!("u{u}"), &[], &[]);
+                for (s, t, ids) in binds {
+                    rec.bindings.entry(s.into()).or_default().entry(t).or_default().extend(ids.iter().cloned());
+                }
+                r.upsert_user(&rec).unwrap();
+            }
+            let mut a: Vec<u32> = audience.into_iter().filter(|&u| r.live.contains(u)).collect();
+            a.sort_unstable();
+            a.dedup();
+            proptest::prop_assume!(a.len() as u64 > SMALL_USERS);
+            let a = Bitmap::of(&a);
+            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+                let (big, _) = r.user_channel(k, ty, &a, None);
+                let (ids, reached, bound) = r.small_channel(k, ty, &a);
+                proptest::prop_assert_eq!(&big.ids, &ids);
+                proptest::prop_assert_eq!(big.reached.to_vec(), reached.to_vec());
+                proptest::prop_assert_eq!(bound, reached.cardinality());
+            }
+        }
     }
 
     #[test]

@@ -7,11 +7,9 @@
 //! registry (ids within their interners, bindings matching their user bitmaps), is refused with
 //! `Error::Snapshot` before anything is built from it.
 
-use super::{Bindings, ChannelType, IdList, UmsRegistry, NONE};
+use super::{Bindings, ChannelType, IdList, UmsRegistry};
 use crate::error::Result;
 use crate::snapshot::{bad, build, frame, unframe, write_atomic, Reader, Writer};
-use croaring::Bitmap;
-use std::collections::HashMap;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"REACHUM\x01";
@@ -46,13 +44,13 @@ pub fn encode(reg: &UmsRegistry, extra: &[u8]) -> Vec<u8> {
     for ((ty, s), b) in bindings {
         w.u32(*ty as u32);
         w.u32(*s);
-        w.u32s(&b.first);
-        let mut extra: Vec<_> = b.extra.iter().collect();
-        extra.sort_unstable_by_key(|(u, _)| **u);
-        w.u64(extra.len() as u64);
-        for (u, ids) in extra {
-            w.u32(*u);
-            w.u32s(ids);
+        let (bound, first): (Vec<u32>, Vec<u32>) = b.first.pairs().into_iter().unzip();
+        w.u32s(&bound);
+        w.u32s(&first);
+        w.u64(b.multi.cardinality());
+        for u in b.multi.iter() {
+            w.u32(u);
+            w.u32s(b.extras(u));
         }
     }
     let mut segments: Vec<_> = reg.segments.iter().collect();
@@ -134,33 +132,33 @@ pub fn decode(data: &[u8]) -> Result<(UmsRegistry, Vec<u8>)> {
     Ok((reg, extra))
 }
 
-/// One `Bindings`, checked: `users` and `multi` are derived from `first` and `extra`.
+/// One `Bindings`, checked: the bound users ascend and are known, every ID is known, further
+/// IDs belong to bound users; `users` and `multi` are rebuilt by `Bindings::add`.
 fn bindings(r: &mut Reader<'_>, users: usize, ids: usize) -> Result<Bindings> {
-    let first = r.u32s()?;
-    if first.len() > users || first.iter().any(|&i| i != NONE && i as usize >= ids) {
+    let (bound, first) = (r.u32s()?, r.u32s()?);
+    let known_id = |i: &u32| (*i as usize) < ids;
+    if bound.len() != first.len()
+        || !bound.windows(2).all(|w| w[0] < w[1])
+        || bound.last().is_some_and(|&u| u as usize >= users)
+        || !first.iter().all(known_id)
+    {
         return Err(bad("a binding of an unknown user or ID"));
     }
-    let bound: Vec<u32> = (0..first.len() as u32)
-        .filter(|&u| first[u as usize] != NONE)
-        .collect();
-    let mut extra = HashMap::new();
+    let mut b = Bindings::default();
+    for (&u, &id) in bound.iter().zip(&first) {
+        b.add(u, id);
+    }
     for _ in 0..r.u64()? {
         let u = r.u32()?;
         let more = r.u32s()?;
-        let unbound = first.get(u as usize).is_none_or(|&f| f == NONE);
-        if unbound || more.is_empty() || more.iter().any(|&i| i as usize >= ids) {
+        if !b.users.contains(u) || more.is_empty() || !more.iter().all(known_id) {
             return Err(bad("further IDs of a user without a first one"));
         }
-        extra.insert(u, more);
+        for id in more {
+            b.add(u, id);
+        }
     }
-    let mut multi: Vec<u32> = extra.keys().copied().collect();
-    multi.sort_unstable();
-    Ok(Bindings {
-        users: Bitmap::of(&bound),
-        first,
-        multi: Bitmap::of(&multi),
-        extra,
-    })
+    Ok(b)
 }
 
 /// Save `reg` and `extra` to `path` atomically.

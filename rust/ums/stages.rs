@@ -119,18 +119,20 @@ impl UmsRegistry {
                 if n == 0 {
                     break;
                 }
+                // One column lookup for the block: the users' cache misses overlap.
+                let firsts = b.first.get_many(&buf[..n]);
                 out.extend(
                     buf[..n]
                         .iter()
-                        .copied()
-                        .filter(|&u| ids.contains(b.first[u as usize])),
+                        .zip(firsts)
+                        .filter(|&(_, f)| ids.contains(f))
+                        .map(|(&u, _)| u),
                 );
             }
             if !b.multi.is_empty() {
                 let several = part.and(&b.multi);
                 out.extend(several.iter().filter(|&u| {
-                    ids.contains(b.first[u as usize])
-                        || b.extra[&u].iter().any(|&i| ids.contains(i))
+                    ids.contains(b.first.get(u)) || b.extras(u).iter().any(|&i| ids.contains(i))
                 }));
             }
         }
