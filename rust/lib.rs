@@ -10,6 +10,7 @@ pub mod chunked;
 pub mod error;
 pub mod eval;
 pub mod expr;
+mod huge;
 pub mod index;
 pub mod intern;
 mod jsonl;
