@@ -134,7 +134,7 @@ impl IdIndex {
     fn rebuild(&mut self, entries: usize, rehash: &dyn Fn(u32) -> u64) {
         let slots = (entries * MAX_LOAD.1).div_ceil(MAX_LOAD.0).max(MIN_SLOTS);
         assert!(slots < u32::MAX as usize, "hash index overflow");
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; slots]);
+        let old = std::mem::replace(&mut self.slots, crate::huge::filled(slots, EMPTY));
         let mask = mask_for(self.max_entries());
         let old_mask = std::mem::replace(&mut self.id_mask, mask);
         let ids: Vec<u32> = old

@@ -147,8 +147,8 @@ impl Interner {
 
     /// Reserve room for `n` more strings of about `bytes` bytes in all.
     pub fn reserve(&mut self, n: usize, bytes: usize) {
-        self.arena.reserve(bytes);
-        self.ends.reserve(n);
+        crate::huge::reserve(&mut self.arena, bytes);
+        crate::huge::reserve(&mut self.ends, n);
         let (index, rehash) = self.index_mut();
         index.reserve(n, rehash);
     }

@@ -1,8 +1,11 @@
 //! The device JSON Lines import format (DESIGN.md, "Stable contracts") parsed into columns.
 //!
-//! The input is cut at line ends into a few slices per core, parsed in parallel. Each line is
+//! The input is cut into a few byte ranges per core, parsed in parallel; a range owns the lines
+//! that start in it. Each range is read by the thread that parses it, a small block at a time
+//! (the file is never in memory whole: at 10M lines, holding it cost more in fresh pages than
+//! parsing it), and the strings of its lines are copied into the chunk's columns. Each line is
 //! read first by a scanner for the common shape (an object of the known fields whose strings
-//! have no escapes or control characters), which borrows every string from the input and
+//! have no escapes or control characters), which borrows every string from the block and
 //! allocates nothing. The scanner decides nothing on its own: any line it does not recognise,
 //! every malformed line included, is read again by serde_json, so the accepted language and the
 //! error messages are serde_json's. Both readers produce a `Line`, checked in one place
@@ -20,10 +23,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The device lines of one slice of the input, in columns (row `i` is the slice's `i`-th
-/// device line).
-#[derive(Default)]
-pub(crate) struct Chunk<'a> {
-    pub cols: Columns<'a>,
+/// device line). The columns own their strings: the input is read a block at a time.
+pub(crate) struct Chunk {
+    pub cols: Columns<'static>,
     /// The chunk's distinct tags (`cols.tag_ids` index them), so that the registry's tag
     /// index is searched once per distinct tag, not once per membership.
     pub tag_names: TagNames,
@@ -33,86 +35,115 @@ pub(crate) struct Chunk<'a> {
 ///
 /// The names are copied into one small arena (`names`): a look-up touches a few kilobytes
 /// that stay in cache, not the scattered lines where the names first came. In front of it, a
-/// table of the short names (1 to 16 bytes: nearly every tag) holds each name's bytes in two
-/// words, so that the look-up per membership is a multiply and a two-word compare in one
-/// slot, where the interner hashes, probes and calls memcmp on the arena.
+/// table of the short names (1 to 15 bytes: nearly every tag) holds each name's bytes and
+/// length in two words, so that the look-up per membership is a multiply and a two-word
+/// compare in one slot, where the interner hashes, probes and calls memcmp on the arena.
 #[derive(Default)]
 pub(crate) struct TagNames {
     pub names: Interner,
-    /// Open addressing, linear probing, at most three quarters full (10,000 tags take 384 KiB,
-    /// which stays in a core's cache); `len == 0` marks an empty slot.
-    short: Vec<ShortTag>,
+    /// Open addressing, linear probing, a power of two of slots at most three quarters full;
+    /// `[0, 0]` marks an empty slot. 16 bytes a slot (10,000 tags take 256 KiB) so that the
+    /// table stays in a core's cache beside the input block.
+    short: Vec<[u64; 2]>,
+    /// The chunk-local id of the name in the same slot of `short`.
+    short_ids: Vec<u32>,
     short_len: usize,
 }
 
-#[derive(Clone, Copy, Default)]
-struct ShortTag {
-    words: [u64; 2],
-    len: u32,
-    id: u32,
+/// The longest name the short table holds (its length takes the last byte of the key).
+const MAX_SHORT: usize = 15;
+
+/// The key of a name of 1 to `MAX_SHORT` bytes: its bytes little-endian in two zeroed words,
+/// the length in the top byte, so two names are equal exactly when their keys are.
+///
+/// Built from overlapping whole-word loads of the name (no byte-wise copy, whose narrow stores
+/// would stall the wide loads that follow).
+#[inline]
+fn short_key(name: &[u8]) -> [u64; 2] {
+    let n = name.len();
+    debug_assert!((1..=MAX_SHORT).contains(&n));
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let half = |b: &[u8]| u64::from(u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    // The bytes from `at` on of a load ending at the name's end, moved to the low end.
+    let tail = |x: u64, width: usize, from: usize| x.checked_shr(8 * (width - from) as u32);
+    let (lo, hi) = if n >= 8 {
+        (
+            word(&name[..8]),
+            tail(word(&name[n - 8..]), 16, n).unwrap_or(0),
+        )
+    } else if n >= 4 {
+        let rest = tail(half(&name[n - 4..]), 8, n).unwrap_or(0);
+        (half(&name[..4]) | rest << 32, 0)
+    } else {
+        let lo = name.iter().rev().fold(0, |acc, &b| acc << 8 | u64::from(b));
+        (lo, 0)
+    };
+    [lo, hi | (n as u64) << 56]
 }
 
-impl ShortTag {
-    /// The slot of a name of 1 to 16 bytes (its bytes little-endian in two zeroed words, so
-    /// two names of one length are equal exactly when their words are).
-    fn of(name: &[u8]) -> Self {
-        let mut words = [0u64; 2];
-        for (k, &b) in name.iter().enumerate() {
-            words[k / 8] |= u64::from(b) << (8 * (k % 8));
-        }
-        ShortTag {
-            words,
-            len: name.len() as u32,
-            id: 0,
-        }
-    }
-
-    /// The slot to probe first in a table of `mask + 1` (a power of two) slots.
-    fn home(&self, mask: usize) -> usize {
-        let mixed = self.words[0] ^ self.words[1].rotate_left(29) ^ u64::from(self.len);
-        // Fibonacci hashing: the top bits of the product depend on every bit of the key.
-        let bits = mask.count_ones();
-        (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
-    }
+/// The slot to probe first for `key` in a table of `len` (a power of two) slots.
+fn short_home(key: [u64; 2], len: usize) -> usize {
+    let mixed = key[0] ^ key[1].rotate_left(29);
+    // Fibonacci hashing: the top bits of the product depend on every bit of the key.
+    (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - len.trailing_zeros())) as usize
 }
 
 impl TagNames {
+    /// Start fetching the slot of each short name of `tags` (a line's tags are looked up one
+    /// after another: their cache misses overlap instead of adding up).
+    #[inline]
+    fn prefetch(&self, tags: &[Cow<str>]) {
+        if self.short.is_empty() {
+            return;
+        }
+        for t in tags.iter().filter(|t| (1..=MAX_SHORT).contains(&t.len())) {
+            let i = short_home(short_key(t.as_bytes()), self.short.len());
+            crate::index::prefetch(&self.short[i]);
+            crate::index::prefetch(&self.short_ids[i]);
+        }
+    }
+
     /// The chunk-local index of tag `t`, added (after checking it) if new.
+    #[inline]
     fn index(&mut self, t: &str) -> Result<u32> {
-        if t.is_empty() || t.len() > 16 {
+        if t.is_empty() || t.len() > MAX_SHORT {
             return self.add(t);
         }
-        let mut key = ShortTag::of(t.as_bytes());
+        let key = short_key(t.as_bytes());
         if self.short.is_empty() {
-            self.short = vec![ShortTag::default(); 1024];
+            self.short = vec![[0, 0]; 1024];
+            self.short_ids = vec![0; 1024];
         }
         let mask = self.short.len() - 1;
-        let mut i = key.home(mask);
+        let mut i = short_home(key, self.short.len());
         loop {
             let slot = self.short[i];
-            if slot.len == 0 {
-                break;
+            if slot == key {
+                return Ok(self.short_ids[i]);
             }
-            if slot.len == key.len && slot.words == key.words {
-                return Ok(slot.id);
+            if slot == [0, 0] {
+                break;
             }
             i = (i + 1) & mask;
         }
-        key.id = self.add(t)?;
+        let id = self.add(t)?;
         self.short[i] = key;
+        self.short_ids[i] = id;
         self.short_len += 1;
         if self.short_len * 4 > self.short.len() * 3 {
-            let old = std::mem::replace(&mut self.short, vec![ShortTag::default(); 2 * (mask + 1)]);
-            let mask = self.short.len() - 1;
-            for slot in old.into_iter().filter(|s| s.len != 0) {
-                let mut i = slot.home(mask);
-                while self.short[i].len != 0 {
-                    i = (i + 1) & mask;
+            let n = 2 * self.short.len();
+            let old = std::mem::replace(&mut self.short, vec![[0, 0]; n]);
+            let old_ids = std::mem::replace(&mut self.short_ids, vec![0; n]);
+            for (key, id) in old.into_iter().zip(old_ids).filter(|(k, _)| *k != [0, 0]) {
+                let mut i = short_home(key, n);
+                while self.short[i] != [0, 0] {
+                    i = (i + 1) & (n - 1);
                 }
-                self.short[i] = slot;
+                self.short[i] = key;
+                self.short_ids[i] = id;
             }
         }
-        Ok(key.id)
+        Ok(id)
     }
 
     fn add(&mut self, t: &str) -> Result<u32> {
@@ -217,9 +248,9 @@ fn missing(field: &str) -> Error {
     Error::invalid(format!("missing field `{field}`"))
 }
 
-impl<'a> Chunk<'a> {
+impl Chunk {
     /// Check one line's values and append them as a row; drains `tags`.
-    fn push(&mut self, line: Line<'a>, tags: &mut Vec<Cow<'a, str>>) -> Result<()> {
+    fn push(&mut self, line: Line, tags: &mut Vec<Cow<str>>) -> Result<()> {
         let rid = line.rid.ok_or_else(|| missing("registration_id"))?;
         let platform = Platform::parse(&line.platform.ok_or_else(|| missing("platform"))?)?;
         let vendor = line.vendor.map(|v| Vendor::parse(&v)).transpose()?;
@@ -231,18 +262,20 @@ impl<'a> Chunk<'a> {
             line.alias.as_deref(),
             line.mobile.as_deref(),
         )?;
+        self.tag_names.prefetch(tags);
         for t in tags.drain(..) {
             let local = self.tag_names.index(&t)?;
-            self.cols.tag_ids.push(local);
+            self.cols.push_tag(local);
         }
-        let c = &mut self.cols;
-        c.rid.push(rid);
-        c.platform.push(platform);
-        c.vendor.push(vendor);
-        c.tag_indptr.push(c.tag_ids.len());
-        c.alias.push(line.alias);
-        c.mobile.push(line.mobile);
-        c.online.push(line.online);
+        let (alias, mobile) = (line.alias.as_deref(), line.mobile.as_deref());
+        if !self
+            .cols
+            .push(&rid, platform, vendor, alias, mobile, line.online)
+        {
+            return Err(Error::invalid(
+                "too many bytes of strings in one part of the input",
+            ));
+        }
         Ok(())
     }
 }
@@ -463,92 +496,196 @@ fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| b.is_ascii_whitespace())
 }
 
-/// A slice of whole lines parsed, and how many lines it holds (blank ones included), so that
-/// the lines of later slices can be numbered.
-type Parsed<'a> = (usize, std::result::Result<Chunk<'a>, (usize, Error)>);
+/// Where the input of a load comes from: positioned reads of a known length, so that every
+/// slice is read by the thread that parses it, a block at a time, into a buffer that stays in
+/// cache (the input is never held in memory whole).
+pub(crate) trait Source: Sync {
+    /// The input's length in bytes (fixed when the load starts).
+    fn size(&self) -> usize;
+    /// Fill `buf` from offset `at` (`at + buf.len() <= size()`).
+    fn read_exact_at(&self, buf: &mut [u8], at: usize) -> Result<()>;
+}
+
+impl Source for &[u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: usize) -> Result<()> {
+        buf.copy_from_slice(&self[at..at + buf.len()]);
+        Ok(())
+    }
+}
+
+/// A file as its length when opened (positioned reads from several threads are a Unix API).
+#[cfg(unix)]
+pub(crate) struct FileSource {
+    file: std::fs::File,
+    len: usize,
+}
+
+#[cfg(unix)]
+impl FileSource {
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| Error::Io("file too large".into()))?;
+        Ok(FileSource { file, len })
+    }
+}
+
+#[cfg(unix)]
+impl Source for FileSource {
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: usize) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, at as u64).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::Io("the file shrank while it was being loaded".into())
+            } else {
+                e.into()
+            }
+        })
+    }
+}
+
+/// A slice parsed, and how many lines start in it (blank ones included), so that the lines of
+/// later slices can be numbered.
+type Parsed = (usize, std::result::Result<Chunk, (usize, Error)>);
 
 /// Bytes of JSON Lines input parsed so far by every load of this process: only ever grows, so
 /// a progress display reads it before a load and while it runs. Counts a refused slice's bytes
-/// up to its bad line.
+/// up to its bad line's block.
 pub static PARSED_BYTES: AtomicU64 = AtomicU64::new(0);
-/// How often (in lines) a slice adds to `PARSED_BYTES`: rarely enough to cost nothing.
-const PROGRESS_LINES: usize = 1 << 14;
 
-/// Parse a slice of whole lines; a refusal carries the 0-based line within the slice.
-fn parse_slice(data: &[u8]) -> Parsed<'_> {
-    let mut c = Chunk::default();
-    let mut tags = Vec::new();
-    let mut start = 0;
+/// The shortest device line, `{"registration_id":"x","platform":"ios"}` and its newline: at
+/// most `len / MIN_LINE + 1` lines of devices start in `len` bytes.
+const MIN_LINE: usize = 41;
+/// Bytes read at a time by a slice (grown for a longer line): small enough to stay in cache.
+const BLOCK: usize = 128 << 10;
+
+/// Parse the lines that start at offsets `range` of `src` (a line starts at 0 and after each
+/// newline; the last may run past `range.end`); a refusal carries the 0-based line within the
+/// slice.
+fn parse_range(src: &dyn Source, range: std::ops::Range<usize>) -> Parsed {
+    let fail = |e: Error| (0, Err((0, e)));
+    let len = src.size();
+    // Room for as many rows as the slice could hold (only the memory written is backed); the
+    // string and tag columns start at the sizes of the usual lines and grow if need be.
+    let span = range.len();
+    let mut c = Chunk {
+        cols: Columns::with_capacity(span / MIN_LINE + 1, span / 16, span / 8, span / 16),
+        tag_names: TagNames::default(),
+    };
+    let mut buf = vec![0u8; BLOCK];
+    // The first line starting in the range: at its start, or after the first newline from
+    // the byte before it.
+    let mut start = range.start;
+    if start > 0 {
+        start -= 1;
+        loop {
+            if start >= len {
+                return (0, Ok(c));
+            }
+            let n = buf.len().min(len - start);
+            if let Err(e) = src.read_exact_at(&mut buf[..n], start) {
+                return fail(e);
+            }
+            if let Some(p) = memchr::memchr(b'\n', &buf[..n]) {
+                start += p + 1;
+                break;
+            }
+            start += n;
+        }
+    }
+    // `buf[..filled]` holds the input from `start`, the start of the next line.
+    let mut filled = 0;
     let mut lines = 0;
-    let mut reported = 0;
-    for end in memchr::memchr_iter(b'\n', data).chain([data.len()]) {
-        if lines % PROGRESS_LINES == 0 {
-            PARSED_BYTES.fetch_add((start - reported) as u64, Ordering::Relaxed);
-            reported = start;
+    while start < range.end && start < len {
+        let end = len.min(start + buf.len());
+        if start + filled < end {
+            if let Err(e) = src.read_exact_at(&mut buf[filled..end - start], start + filled) {
+                return fail(e);
+            }
+            filled = end - start;
         }
-        let i = lines;
-        let raw = &data[start..end];
-        start = end + 1;
-        lines += 1;
-        if is_blank(raw) {
-            continue;
-        }
-        tags.clear();
-        let line = match std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| scan(s, &mut tags))
+        let at_eof = end == len;
+        let mut off = 0;
         {
-            Some(line) => line,
-            None => {
-                tags.clear();
-                match serde_line(raw, &mut tags) {
-                    Ok(line) => line,
-                    Err(m) => return (lines, Err((i, Error::invalid(m)))),
+            // The tags of a line borrow the buffer until its next refill.
+            let mut tags = Vec::new();
+            while start + off < range.end && off < filled {
+                let rest = &buf[off..filled];
+                let (raw, next) = match memchr::memchr(b'\n', rest) {
+                    Some(p) => (&rest[..p], off + p + 1),
+                    None if at_eof => (rest, filled),
+                    None => break,
+                };
+                let i = lines;
+                lines += 1;
+                off = next;
+                if is_blank(raw) {
+                    continue;
+                }
+                if let Err(e) = parse_line(&mut c, raw, &mut tags) {
+                    PARSED_BYTES.fetch_add(off as u64, Ordering::Relaxed);
+                    return (lines, Err((i, e)));
                 }
             }
-        };
-        if let Err(e) = c.push(line, &mut tags) {
-            return (lines, Err((i, e)));
         }
+        PARSED_BYTES.fetch_add(off as u64, Ordering::Relaxed);
+        if off == 0 && start + filled < len && filled == buf.len() {
+            // A line longer than the buffer.
+            buf.resize(2 * buf.len(), 0);
+        }
+        buf.copy_within(off..filled, 0);
+        filled -= off;
+        start += off;
     }
-    PARSED_BYTES.fetch_add((data.len() - reported) as u64, Ordering::Relaxed);
-    // The last "line" is what follows the last newline: part of this slice only at the end
-    // of the input (slices other than the last end with a newline, so it is empty there).
-    (lines - 1, Ok(c))
+    (lines, Ok(c))
 }
 
-/// Cut `data` into about `n` slices of whole lines (each but the last ends with a newline).
-fn slices(data: &[u8], n: usize) -> Vec<&[u8]> {
-    let mut out = Vec::with_capacity(n);
-    let mut start = 0;
-    for k in 1..=n {
-        let target = (data.len() / n * k).max(start);
-        let end = match memchr::memchr(b'\n', &data[target..]) {
-            Some(p) if k < n => target + p + 1,
-            _ => data.len(),
-        };
-        out.push(&data[start..end]);
-        start = end;
-        if end == data.len() {
-            break;
+/// Read one non-blank line into the chunk: the scanner first, serde_json if it declines.
+fn parse_line<'a>(c: &mut Chunk, raw: &'a [u8], tags: &mut Vec<Cow<'a, str>>) -> Result<()> {
+    tags.clear();
+    let line = match std::str::from_utf8(raw).ok().and_then(|s| scan(s, tags)) {
+        Some(line) => line,
+        None => {
+            tags.clear();
+            serde_line(raw, tags).map_err(Error::invalid)?
         }
-    }
-    out
+    };
+    c.push(line, tags)
 }
 
 /// Parse JSON Lines device records into one chunk per slice, in input order. Blank lines are
 /// skipped; the first bad line (1-based) refuses the whole input.
-pub(crate) fn parse(data: &[u8]) -> Result<Vec<Chunk<'_>>> {
+pub(crate) fn parse(src: &dyn Source) -> Result<Vec<Chunk>> {
     // A few slices per core balance the cores; each slice costs a look-up per distinct tag
-    // when merged, so not many more.
+    // when merged, so not many more (but at most 1 GiB each: a slice's strings are indexed
+    // by `u32`).
     const MIN_SLICE: usize = 1 << 20;
-    let n = (rayon::current_num_threads() * 4).min(data.len() / MIN_SLICE + 1);
-    let parsed: Vec<Parsed> = slices(data, n).into_par_iter().map(parse_slice).collect();
+    const MAX_SLICE: usize = 1 << 30;
+    let len = src.size();
+    let n = (rayon::current_num_threads() * 4)
+        .min(len / MIN_SLICE + 1)
+        .max(len / MAX_SLICE + 1);
+    let bounds: Vec<usize> = (0..=n)
+        .map(|k| len / n * k + if k == n { len % n } else { 0 })
+        .collect();
+    let parsed: Vec<Parsed> = (0..n)
+        .into_par_iter()
+        .map(|k| parse_range(src, bounds[k]..bounds[k + 1]))
+        .collect();
     let mut before = 0;
     let mut chunks = Vec::with_capacity(parsed.len());
     for (lines, chunk) in parsed {
         match chunk {
             Ok(c) => chunks.push(c),
+            Err((_, Error::Io(m))) => return Err(Error::Io(m)),
             Err((i, e)) => return Err(load_error(before + i + 1, e)),
         }
         before += lines;
@@ -620,17 +757,79 @@ mod tests {
     }
 
     #[test]
-    fn slices_cut_at_line_ends_and_number_lines() {
-        let data = b"{\"registration_id\":\"a\",\"platform\":\"ios\"}\n\n{\"registration_id\":\"b\",\"platform\":\"ios\"}\n{\"registration_id\":\"c\",\"platform\":\"x\"}";
-        for n in 1..8 {
-            let parts = slices(data, n);
-            assert_eq!(parts.concat(), data.to_vec());
-            assert!(parts[..parts.len() - 1].iter().all(|p| p.ends_with(b"\n")));
-            let lines: usize = parts.iter().map(|p| parse_slice(p).0).sum();
-            assert_eq!(lines, 4);
+    fn short_keys_hold_the_bytes_and_length() {
+        let simple = |name: &[u8]| {
+            let mut b = [0u8; 16];
+            b[..name.len()].copy_from_slice(name);
+            b[15] = name.len() as u8;
+            [
+                u64::from_le_bytes(b[..8].try_into().unwrap()),
+                u64::from_le_bytes(b[8..].try_into().unwrap()),
+            ]
+        };
+        let text = "深圳abcdefghijklmno";
+        for start in 0..4 {
+            for n in 1..=MAX_SHORT {
+                let name = &text.as_bytes()[start..start + n];
+                assert_eq!(short_key(name), simple(name), "{name:?}");
+            }
         }
-        let e = parse(data).err().unwrap();
+    }
+
+    #[test]
+    fn tag_names_are_numbered_in_first_seen_order() {
+        let mut t = TagNames::default();
+        let names: Vec<String> = (0..5000)
+            .map(|i| match i % 3 {
+                0 => format!("t{i}"),
+                1 => format!("long tag name number {i}"),
+                _ => format!("深{i}"),
+            })
+            .collect();
+        for round in 0..2 {
+            for (i, n) in names.iter().enumerate() {
+                assert_eq!(t.index(n).unwrap(), i as u32, "round {round}");
+            }
+        }
+        assert_eq!(t.names.len(), names.len());
+        assert!(t.index("").is_err());
+    }
+
+    #[test]
+    fn ranges_own_the_lines_that_start_in_them() {
+        let data: &[u8] = b"{\"registration_id\":\"a\",\"platform\":\"ios\"}\n\n{\"registration_id\":\"b\",\"platform\":\"ios\"}\n{\"registration_id\":\"c\",\"platform\":\"x\"}";
+        let good = &data[..data.len() - 38];
+        // Every cut of the input in two: each line parsed once, by the part it starts in.
+        for cut in 0..=good.len() {
+            let (n1, c1) = parse_range(&good, 0..cut);
+            let (n2, c2) = parse_range(&good, cut..good.len());
+            assert_eq!(n1 + n2, 3, "cut at {cut}");
+            let (c1, c2) = (c1.ok().unwrap(), c2.ok().unwrap());
+            let rids: Vec<&str> = [&c1, &c2]
+                .iter()
+                .flat_map(|c| (0..c.cols.len()).map(|i| c.cols.rid.get(i)))
+                .collect();
+            assert_eq!(rids, ["a", "b"], "cut at {cut}");
+        }
+        let e = parse(&data).err().unwrap();
         assert_eq!(e.to_string(), "line 4: unknown platform \"x\"");
+    }
+
+    #[test]
+    fn lines_longer_than_a_block_are_read_whole() {
+        let tags: Vec<String> = (0..2 * BLOCK / 5)
+            .map(|i| format!("\"t{}\"", i % 5000))
+            .collect();
+        let long = format!(
+            "{{\"registration_id\":\"long\",\"platform\":\"ios\",\"tags\":[{}]}}",
+            tags.join(",")
+        );
+        assert!(long.len() > 2 * BLOCK);
+        let data = format!("{long}\n{{\"registration_id\":\"b\",\"platform\":\"ios\"}}\n{long}");
+        let mut r = Registry::new();
+        assert_eq!(r.load_jsonl(data.as_bytes()).unwrap(), 3);
+        assert_eq!(r.device("long").unwrap().tags.len(), 5000);
+        assert!(r.device("b").is_some());
     }
 
     /// A line built from the format's pieces: objects of known and unknown keys with good and

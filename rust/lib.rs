@@ -11,6 +11,7 @@ pub mod containers;
 pub mod error;
 pub mod eval;
 pub mod expr;
+mod huge;
 pub mod index;
 pub mod intern;
 mod jsonl;

@@ -5,42 +5,182 @@
 //! sorted batch each instead of one insertion per membership.
 
 use crate::error::{Error, Result};
+use crate::huge;
 use crate::jsonl;
 use crate::registry::{bucket_of, check_key, Platform, Registry, Vendor, BUCKETS, NONE};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// Devices in columns: one part of a load (a slice of a JSON Lines file, or numpy arrays).
-/// Row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`, indices into the part's
-/// own list of tag names (`Registry::apply_columns` is given the registry id of each).
-/// Strings are borrowed from the input, or owned when the input spelled them with escapes.
-pub struct Columns<'a> {
-    pub rid: Vec<Cow<'a, str>>,
-    pub platform: Vec<Platform>,
-    pub vendor: Vec<Option<Vendor>>,
-    pub tag_indptr: Vec<usize>,
-    pub tag_ids: Vec<u32>,
-    pub alias: Vec<Option<Cow<'a, str>>>,
-    pub mobile: Vec<Option<Cow<'a, str>>>,
-    pub online: Vec<bool>,
+/// One column of strings: row `i` is `bytes[start..start + len]` for `spans[i] == (start, len)`.
+/// An empty string stands for a missing value (no key may be empty: `check_key`).
+///
+/// Invariant: every span lies in `bytes` and is valid UTF-8. Owned (a JSON Lines slice copies
+/// its strings in, so the file need not stay in memory) or borrowed (numpy arrays).
+pub struct Strs<'a> {
+    bytes: Cow<'a, [u8]>,
+    spans: Vec<(u32, u32)>,
 }
 
-impl Default for Columns<'_> {
-    fn default() -> Self {
-        Columns {
-            rid: Vec::new(),
-            platform: Vec::new(),
-            vendor: Vec::new(),
-            tag_indptr: vec![0],
-            tag_ids: Vec::new(),
-            alias: Vec::new(),
-            mobile: Vec::new(),
-            online: Vec::new(),
+impl Strs<'_> {
+    /// An owned column with room for `rows` strings of `bytes` bytes in all (`huge`).
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Strs {
+            bytes: Cow::Owned(huge::with_capacity(bytes)),
+            spans: huge::with_capacity(rows),
+        }
+    }
+
+    /// Whether `extra` more bytes fit (spans are `u32`).
+    fn fits(&self, extra: usize) -> bool {
+        u32::try_from(self.bytes.len() + extra).is_ok()
+    }
+
+    /// Append `s` (empty for a missing value) to an owned column that `fits` it.
+    fn push(&mut self, s: &str) {
+        let bytes = self.bytes.to_mut();
+        let start = bytes.len() as u32;
+        // Grown by copying into a fresh allocation, not by moving huge pages (`huge`).
+        huge::reserve(bytes, s.len());
+        bytes.extend_from_slice(s.as_bytes());
+        self.spans.push((start, s.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn get(&self, i: usize) -> &str {
+        let (start, len) = self.spans[i];
+        let b = &self.bytes[start as usize..(start + len) as usize];
+        // SAFETY: every span is valid UTF-8 (the type's invariant: `push` appends a `&str`,
+        // `from_spans` checks each span).
+        unsafe { std::str::from_utf8_unchecked(b) }
+    }
+
+    /// Row `i` of an optional column.
+    pub fn opt(&self, i: usize) -> Option<&str> {
+        Some(self.get(i)).filter(|s| !s.is_empty())
+    }
+
+    /// Total bytes of the strings.
+    fn total_bytes(&self) -> usize {
+        self.spans.iter().map(|&(_, len)| len as usize).sum()
+    }
+}
+
+impl<'a> Strs<'a> {
+    /// Borrow `bytes` cut at `offsets` (`n + 1` of them), checking every span.
+    fn from_spans(what: &str, bytes: &'a [u8], offsets: &[u64], n: usize) -> Result<Self> {
+        if offsets.len() != n + 1 {
+            return Err(row_err(
+                0,
+                format!("{what} offsets must have {} entries", n + 1),
+            ));
+        }
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(row_err(
+                0,
+                format!("{what} bytes exceed 4 GiB: load in parts"),
+            ));
+        }
+        let spans = (0..n)
+            .map(|i| {
+                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let raw = bytes
+                    .get(a..b)
+                    .ok_or_else(|| row_err(i, format!("{what} offsets out of range")))?;
+                std::str::from_utf8(raw).map_err(|_| row_err(i, format!("{what} is not UTF-8")))?;
+                Ok((a as u32, (b - a) as u32))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Strs {
+            bytes: Cow::Borrowed(bytes),
+            spans,
+        })
+    }
+
+    /// `n` missing values.
+    fn none(n: usize) -> Self {
+        Strs {
+            bytes: Cow::Borrowed(&[]),
+            spans: vec![(0, 0); n],
         }
     }
 }
 
+/// Devices in columns: one part of a load (a slice of a JSON Lines file, or numpy arrays).
+/// Row `i`'s tags are `tag_ids[tag_indptr[i]..tag_indptr[i + 1]]`, indices into the part's
+/// own list of tag names (`Registry::apply_columns` is given the registry id of each).
+pub struct Columns<'a> {
+    pub rid: Strs<'a>,
+    pub platform: Vec<Platform>,
+    pub vendor: Vec<Option<Vendor>>,
+    pub tag_indptr: Vec<usize>,
+    pub tag_ids: Vec<u32>,
+    pub alias: Strs<'a>,
+    pub mobile: Strs<'a>,
+    pub online: Vec<bool>,
+}
+
 impl Columns<'_> {
+    /// Empty owned columns with room for at most `rows` rows (they never grow past that),
+    /// about `tags` tag memberships and `rid_bytes` and `alias_bytes` bytes of those strings.
+    pub(crate) fn with_capacity(
+        rows: usize,
+        tags: usize,
+        rid_bytes: usize,
+        alias_bytes: usize,
+    ) -> Self {
+        let mut tag_indptr = huge::with_capacity(rows + 1);
+        tag_indptr.push(0);
+        Columns {
+            rid: Strs::with_capacity(rows, rid_bytes),
+            platform: huge::with_capacity(rows),
+            vendor: huge::with_capacity(rows),
+            tag_indptr,
+            tag_ids: huge::with_capacity(tags),
+            alias: Strs::with_capacity(rows, alias_bytes),
+            mobile: Strs::with_capacity(rows, 0),
+            online: huge::with_capacity(rows),
+        }
+    }
+
+    /// Append tag `t` (an index into the part's tag names) to the row being built.
+    pub(crate) fn push_tag(&mut self, t: u32) {
+        huge::reserve(&mut self.tag_ids, 1);
+        self.tag_ids.push(t);
+    }
+
+    /// Append a checked row (its tags pushed already); false, and nothing appended, if a string
+    /// column would pass 4 GiB.
+    pub(crate) fn push(
+        &mut self,
+        rid: &str,
+        platform: Platform,
+        vendor: Option<Vendor>,
+        alias: Option<&str>,
+        mobile: Option<&str>,
+        online: bool,
+    ) -> bool {
+        let (a, m) = (alias.unwrap_or(""), mobile.unwrap_or(""));
+        if !(self.rid.fits(rid.len()) && self.alias.fits(a.len()) && self.mobile.fits(m.len())) {
+            return false;
+        }
+        self.rid.push(rid);
+        self.alias.push(a);
+        self.mobile.push(m);
+        self.platform.push(platform);
+        self.vendor.push(vendor);
+        self.tag_indptr.push(self.tag_ids.len());
+        self.online.push(online);
+        true
+    }
+
     pub fn len(&self) -> usize {
         self.rid.len()
     }
@@ -53,30 +193,6 @@ impl Columns<'_> {
     fn tags(&self, i: usize) -> &[u32] {
         &self.tag_ids[self.tag_indptr[i]..self.tag_indptr[i + 1]]
     }
-}
-
-/// Read a whole file, its parts on all cores: a bulk load reads hundreds of megabytes, and
-/// one core copying them out of the page cache (and faulting in the buffer) was a seventh of
-/// a JSON Lines import.
-#[cfg(unix)]
-pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    const PART: usize = 8 << 20;
-    let file = std::fs::File::open(path)?;
-    let len =
-        usize::try_from(file.metadata()?.len()).map_err(|_| Error::Io("file too large".into()))?;
-    // Zeroed pages come from the kernel untouched; the reads below fault them in in parallel.
-    let mut data = vec![0u8; len];
-    data.par_chunks_mut(PART)
-        .enumerate()
-        .try_for_each(|(k, part)| file.read_exact_at(part, (k * PART) as u64))?;
-    Ok(data)
-}
-
-/// Read a whole file (positioned reads from several threads are a Unix API).
-#[cfg(not(unix))]
-pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
-    Ok(std::fs::read(path)?)
 }
 
 /// A refusal of a bulk load at `line`, with the message of `e` (without its code).
@@ -97,12 +213,46 @@ struct Rows {
     rows: std::ops::Range<usize>,
 }
 
+/// A JSON Lines input read and checked, not yet applied: parsing needs no registry, so a
+/// caller that shares one parses before it takes the write lock.
+pub struct ParsedJsonl(Vec<jsonl::Chunk>);
+
+impl ParsedJsonl {
+    /// Parse JSON Lines device records (blank lines are skipped).
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        Ok(ParsedJsonl(jsonl::parse(&data)?))
+    }
+
+    /// Parse a file, read a block at a time by the threads that parse it (the file is never
+    /// in memory whole).
+    #[cfg(unix)]
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        Ok(ParsedJsonl(jsonl::parse(&jsonl::FileSource::open(path)?)?))
+    }
+
+    /// Parse a file (read whole: positioned reads from several threads are a Unix API).
+    #[cfg(not(unix))]
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        Self::from_bytes(&std::fs::read(path)?)
+    }
+}
+
 impl Registry {
     /// Load JSON Lines device records (blank lines are skipped); returns the number loaded.
     /// A repeated registration ID is an upsert: the last line wins.
     pub fn load_jsonl(&mut self, data: &[u8]) -> Result<usize> {
-        let chunks = jsonl::parse(data)?;
-        let parts: Vec<Part> = chunks
+        self.apply_jsonl(ParsedJsonl::from_bytes(data)?)
+    }
+
+    /// `load_jsonl` of a file.
+    pub fn load_jsonl_file(&mut self, path: &std::path::Path) -> Result<usize> {
+        self.apply_jsonl(ParsedJsonl::from_file(path)?)
+    }
+
+    /// Apply a parsed input; returns the number of devices loaded.
+    pub fn apply_jsonl(&mut self, parsed: ParsedJsonl) -> Result<usize> {
+        let parts: Vec<Part> = parsed
+            .0
             .iter()
             .map(|c| {
                 let names = &c.tag_names.names;
@@ -124,11 +274,7 @@ impl Registry {
     /// Apply validated columns, part after part as if one; returns the number of rows.
     pub fn apply_columns(&mut self, parts: &[Part]) -> Result<usize> {
         let n: usize = parts.iter().map(|(c, _)| c.len()).sum();
-        let bytes: usize = parts
-            .iter()
-            .flat_map(|(c, _)| &c.rid)
-            .map(|r| r.len())
-            .sum();
+        let bytes: usize = parts.iter().map(|(c, _)| c.rid.total_bytes()).sum();
         if !self.fits(n, bytes) {
             return Err(Error::invalid("registry is full"));
         }
@@ -137,16 +283,21 @@ impl Registry {
         let hashes: Vec<(Vec<u64>, Vec<Option<u64>>)> = parts
             .iter()
             .map(|(c, _)| {
-                let rid = c.rid.par_iter().map(|r| self.devices.hash(r)).collect();
-                let alias = c
-                    .alias
-                    .par_iter()
-                    .map(|a| Some(self.aliases.hash(a.as_ref()?)));
-                (rid, alias.collect())
+                let mut rid = huge::with_capacity(c.len());
+                let mut alias = huge::with_capacity(c.len());
+                let rows = || (0..c.len()).into_par_iter();
+                rows()
+                    .map(|i| self.devices.hash(c.rid.get(i)))
+                    .collect_into_vec(&mut rid);
+                rows()
+                    .map(|i| Some(self.aliases.hash(c.alias.opt(i)?)))
+                    .collect_into_vec(&mut alias);
+                (rid, alias)
             })
             .collect();
         let (new_aliases, alias_bytes) = self.new_aliases(parts, &hashes);
         self.aliases.reserve(new_aliases, alias_bytes);
+        huge::reserve(&mut self.alias_head, new_aliases);
         // A row that created its device (the first line of a new registration ID) only adds
         // memberships: they are gathered range of rows by range of rows once the registration
         // IDs are interned.
@@ -179,14 +330,14 @@ impl Registry {
                         .iter()
                         .zip(&hashes)
                         .map(|((c, _), (h, _))| {
-                            let rows = c.rid.iter().zip(h).enumerate();
-                            rows.map(|(i, (r, &hr))| {
+                            let mut out = huge::with_capacity(c.len());
+                            out.extend(h.iter().enumerate().map(|(i, &hr)| {
                                 if let Some(&next) = h.get(i + AHEAD) {
                                     devices.prefetch(next);
                                 }
-                                devices.intern_hashed(hr, r)
-                            })
-                            .collect()
+                                devices.intern_hashed(hr, c.rid.get(i))
+                            }));
+                            out
                         })
                         .collect();
                     let pending = ranges
@@ -199,12 +350,12 @@ impl Registry {
                     const AHEAD: usize = 16;
                     let rows = parts.iter().zip(&hashes);
                     rows.map(|((c, _), (_, h))| {
-                        let mut out = Vec::with_capacity(c.alias.len());
-                        for (i, (a, ha)) in c.alias.iter().zip(h).enumerate() {
+                        let mut out = huge::with_capacity(c.len());
+                        for (i, ha) in h.iter().enumerate() {
                             if let Some(&Some(next)) = h.get(i + AHEAD) {
                                 aliases.prefetch(next);
                             }
-                            out.push(a.as_deref().zip(*ha).map(|(a, ha)| {
+                            out.push(c.alias.opt(i).zip(*ha).map(|(a, ha)| {
                                 let (id, new) = aliases.intern_hashed(ha, a);
                                 if new {
                                     alias_head.push(NONE);
@@ -218,6 +369,8 @@ impl Registry {
                 },
             )
         };
+        let grown = self.devices.len() - self.alias_next.len();
+        huge::reserve(&mut self.alias_next, grown);
         self.alias_next.resize(self.devices.len(), NONE);
         for (((c, _), ids), alias_ids) in parts.iter().zip(&interned).zip(&alias_ids) {
             for (i, &(d, new)) in ids.iter().enumerate() {
@@ -227,8 +380,8 @@ impl Registry {
                 if let Some(a) = alias_ids[i] {
                     self.attach_alias_id(d, a);
                 }
-                if let Some(m) = &c.mobile[i] {
-                    self.mobiles.insert(d, m.as_ref().into());
+                if let Some(m) = c.mobile.opt(i) {
+                    self.mobiles.insert(d, m.into());
                 }
             }
         }
@@ -239,7 +392,7 @@ impl Registry {
             for (i, &(d, new)) in ids.iter().enumerate() {
                 if !new {
                     let tags: Vec<u32> = c.tags(i).iter().map(|&t| tag_ids[t as usize]).collect();
-                    let (alias, mobile) = (c.alias[i].as_deref(), c.mobile[i].as_deref());
+                    let (alias, mobile) = (c.alias.opt(i), c.mobile.opt(i));
                     let (p, v, online) = (c.platform[i], c.vendor[i], c.online[i]);
                     self.replace(d, p, v, &tags, alias, mobile, online);
                 }
@@ -266,8 +419,8 @@ impl Registry {
         let mut sample: Vec<(u64, &str)> = parts
             .iter()
             .zip(hashes)
-            .flat_map(|((c, _), (_, h))| c.alias.iter().zip(h))
-            .filter_map(|(a, h)| Some(((*h)?, a.as_deref()?)))
+            .flat_map(|((c, _), (_, h))| (0..c.len()).map(|i| c.alias.opt(i)).zip(h))
+            .filter_map(|(a, h)| Some(((*h)?, a?)))
             .filter(|&(h, _)| h >> (64 - SAMPLE_BITS) == 0)
             .collect();
         sample.sort_unstable();
@@ -328,11 +481,11 @@ impl Pending {
             end += *e;
             *e = end;
         }
-        p.tag_members = vec![0; end];
+        p.tag_members = huge::filled(end, 0);
         for i in fresh() {
             let d = ids[i].0;
             p.live.push(d);
-            p.buckets[bucket_of(&c.rid[i])].push(d);
+            p.buckets[bucket_of(c.rid.get(i))].push(d);
             p.platforms[c.platform[i] as usize].push(d);
             if let Some(v) = c.vendor[i] {
                 p.vendors[v as usize].push(d);
@@ -345,7 +498,7 @@ impl Pending {
             if c.online[i] {
                 p.online.push(d);
             }
-            if c.mobile[i].is_some() {
+            if c.mobile.opt(i).is_some() {
                 p.mobile.push(d);
             }
         }
@@ -406,34 +559,12 @@ fn row_err(row: usize, m: impl Into<String>) -> Error {
     }
 }
 
-/// Cut `bytes` into `offsets.len() - 1` strings; an empty span is `None` when `optional`.
-fn spans<'a>(what: &str, bytes: &'a [u8], offsets: &[u64], n: usize) -> Result<Vec<&'a str>> {
-    if offsets.len() != n + 1 {
-        return Err(row_err(
-            0,
-            format!("{what} offsets must have {} entries", n + 1),
-        ));
-    }
-    (0..n)
-        .map(|i| {
-            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-            let raw = bytes
-                .get(a..b)
-                .ok_or_else(|| row_err(i, format!("{what} offsets out of range")))?;
-            std::str::from_utf8(raw).map_err(|_| row_err(i, format!("{what} is not UTF-8")))
-        })
-        .collect()
-}
-
 impl<'a> Columns<'a> {
     /// Validate arrays into columns; `tag_ids` are indices into `tag_names` until
     /// `Registry::load_arrays` maps them to registry tag ids.
     pub fn from_arrays(a: Arrays<'a>) -> Result<Self> {
         let n = a.platform.len();
-        let rid: Vec<Cow<str>> = spans("registration_id", a.rid_bytes, a.rid_offsets, n)?
-            .into_iter()
-            .map(Cow::Borrowed)
-            .collect();
+        let rid = Strs::from_spans("registration_id", a.rid_bytes, a.rid_offsets, n)?;
         let platform = a
             .platform
             .iter()
@@ -482,11 +613,8 @@ impl<'a> Columns<'a> {
             _ => return Err(row_err(0, "tag_indptr and tag_indices go together")),
         };
         let alias = match (a.alias_bytes, a.alias_offsets) {
-            (None, None) => vec![None; n],
-            (Some(b), Some(o)) => spans("alias", b, o, n)?
-                .into_iter()
-                .map(|s| (!s.is_empty()).then_some(Cow::Borrowed(s)))
-                .collect(),
+            (None, None) => Strs::none(n),
+            (Some(b), Some(o)) => Strs::from_spans("alias", b, o, n)?,
             _ => return Err(row_err(0, "alias_bytes and alias_offsets go together")),
         };
         let online = match a.online {
@@ -495,11 +623,11 @@ impl<'a> Columns<'a> {
             Some(_) => return Err(row_err(0, "online must have one flag per device")),
         };
         for i in 0..n {
-            check_key("registration_id", &rid[i]).map_err(|e| load_error(i, e))?;
+            check_key("registration_id", rid.get(i)).map_err(|e| load_error(i, e))?;
             if vendor[i].is_some() && platform[i] != Platform::Android {
                 return Err(row_err(i, "vendor channel given for a non-Android device"));
             }
-            if let Some(al) = &alias[i] {
+            if let Some(al) = alias.opt(i) {
                 check_key("alias", al).map_err(|e| load_error(i, e))?;
             }
         }
@@ -510,7 +638,7 @@ impl<'a> Columns<'a> {
             tag_indptr,
             tag_ids,
             alias,
-            mobile: vec![None; n],
+            mobile: Strs::none(n),
             online,
         })
     }
@@ -554,15 +682,6 @@ mod tests {
         }
         assert_eq!(r.capacity(), 0);
         assert!(r.tag_names().is_empty());
-    }
-
-    #[test]
-    fn read_file_reads_every_part_in_place() {
-        let data: Vec<u8> = (0..(20 << 20) + 3).map(|i: u32| (i % 251) as u8).collect();
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut f, &data).unwrap();
-        assert_eq!(read_file(f.path()).unwrap(), data);
-        assert!(read_file(&f.path().with_extension("missing")).is_err());
     }
 
     #[test]

@@ -315,8 +315,9 @@ impl PyRegistry {
 
     fn load_jsonl(&self, py: Python<'_>, path: PathBuf) -> PyResult<usize> {
         py.detach(|| {
-            let data = load::read_file(&path)?;
-            self.inner.write().load_jsonl(&data)
+            // Parsed before the write lock is taken: resolves go on meanwhile.
+            let parsed = load::ParsedJsonl::from_file(&path)?;
+            self.inner.write().apply_jsonl(parsed)
         })
         .or_raise(py)
     }

@@ -274,7 +274,7 @@ impl RidStore {
 
     /// Reserve room for `n` more IDs.
     pub fn reserve(&mut self, n: usize) {
-        self.slots.reserve(n);
+        crate::huge::reserve(&mut self.slots, n);
         let (index, rehash) = self.index_mut();
         index.reserve(n, rehash);
     }

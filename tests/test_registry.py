@@ -374,3 +374,79 @@ def test_import_directory_with_segments(tmp_path: Path) -> None:
         fresh.resolve_audience({"segment": ["static"]})
     with pytest.raises(LoadError, match="not a directory"):
         import_directory(fresh, d / "devices.jsonl")
+
+
+def jsonl_rows(n: int, seed: int) -> list[dict[str, object]]:
+    """Device lines with every field, shared aliases, CJK tags and repeated registration IDs."""
+    import random
+
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    for i in range(n):
+        platform = rng.choice(["android", "ios", "winphone"])
+        row: dict[str, object] = {"registration_id": f"{rng.randrange(n * 4 // 5):019x}"}
+        row["platform"] = platform
+        if platform == "android" and rng.random() < 0.7:
+            row["vendor"] = rng.choice(VENDORS)
+        if rng.random() < 0.9:
+            row["tags"] = [
+                rng.choice(["深圳", "vip", 'q"t', f"t{i % 97}", "x" * 20]) for _ in range(3)
+            ]
+        if rng.random() < 0.8:
+            row["alias"] = f"user_{rng.randrange(n // 2)}"
+        if rng.random() < 0.1:
+            row["mobile"] = f"138{rng.randrange(10**8):08d}"
+        if rng.random() < 0.5:
+            row["online"] = rng.random() < 0.5
+        rows.append(row)
+    return rows
+
+
+def expected_devices(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+    """What a load makes of ``rows``: the last line of each registration ID, as ``device()``."""
+    want: dict[str, dict[str, object]] = {}
+    for r in rows:
+        tags = r.get("tags", [])
+        assert isinstance(tags, list)
+        want[str(r["registration_id"])] = {
+            "registration_id": r["registration_id"],
+            "platform": r["platform"],
+            "vendor": r.get("vendor"),
+            "tags": sorted(set(tags)),
+            "alias": r.get("alias"),
+            "mobile": r.get("mobile"),
+            "online": r.get("online", False),
+        }
+    return want
+
+
+def test_jsonl_large_file_every_field_and_repeats(tmp_path: Path) -> None:
+    # Several megabytes: read in many blocks by several ranges, lines cut at every boundary.
+    rows = jsonl_rows(40_000, seed=7)
+    lines = [json.dumps(r, ensure_ascii=i % 3 == 0) for i, r in enumerate(rows)]
+    for i in range(0, len(lines), 997):
+        lines[i] = " " + lines[i].replace(":", " : ") + " \r"  # whitespace: the serde path
+    text = "\n\n".join(lines[:100]) + "\n" + "\n".join(lines[100:])  # blank lines, no final \n
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, encoding="utf-8")
+    assert path.stat().st_size > 4 << 20
+    reg = Registry()
+    assert reg.load_jsonl(path) == len(rows)
+    want = expected_devices(rows)
+    assert len(reg) == len(want)
+    for rid, dev in want.items():
+        got = reg.device(rid)
+        assert got is not None
+        assert {**got, "tags": sorted(got["tags"])} == dev, rid
+    # A bad line near the end refuses the whole file, naming it; nothing changes.
+    before = {rid: reg.device(rid) for rid in list(want)[:500]}
+    tags_before = sorted(reg.tags())
+    bad = [*lines[:39_000], '{"registration_id":"zz","platform":"ios","tags":[1]}', *lines[39_000:]]
+    bad_path = tmp_path / "bad.jsonl"
+    bad_path.write_text("\n".join(bad) + "\n", encoding="utf-8")
+    with pytest.raises(LoadError, match="line 39001"):
+        reg.load_jsonl(bad_path)
+    assert len(reg) == len(want)
+    assert reg.device("zz") is None
+    assert sorted(reg.tags()) == tags_before
+    assert {rid: reg.device(rid) for rid in before} == before
