@@ -1040,6 +1040,26 @@ impl PyUmsRegistry {
                 Ok((res, stages, groups))
             })
             .or_raise_ums(py)?;
+        let per_stage: Vec<u64> = stages
+            .iter()
+            .map(|s| s.delivered(&res).cardinality())
+            .collect();
+        let plain = stages.len() == res.channels.len()
+            && stages
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.index == i && s.sent.is_none() && s.delivered.is_none());
+        let delivered = if plain {
+            // Every channel delivered to every user it reached: the users some channel reached.
+            res.audience.cardinality() - res.unreachable.cardinality()
+        } else {
+            // A fold, not `fast_or`: its lazy union makes a bitset of every container.
+            let mut all = Bitmap::new();
+            for s in &stages {
+                all.or_inplace(s.delivered(&res));
+            }
+            all.cardinality()
+        };
         let whole = res
             .steps
             .iter()
@@ -1052,10 +1072,6 @@ impl PyUmsRegistry {
             explain.extend(st.steps.iter().map(|s| (Some(st.stage), s.clone())));
         }
         explain.extend(steps.map(|s| (None, s)));
-        let delivered = {
-            let all: Vec<&Bitmap> = stages.iter().map(|s| &s.delivered).collect();
-            Bitmap::fast_or(&all).cardinality()
-        };
         let channels: Vec<Py<PyUmsChannel>> = res
             .channels
             .into_iter()
@@ -1064,7 +1080,8 @@ impl PyUmsRegistry {
         let stages = stages
             .into_iter()
             .zip(groups)
-            .map(|(s, g)| {
+            .zip(per_stage)
+            .map(|((s, g), delivered)| {
                 let groups = g.map(|g| {
                     g.into_iter()
                         .map(|a| {
@@ -1087,7 +1104,7 @@ impl PyUmsRegistry {
                     stage: s.stage,
                     delay: s.delay,
                     offset: s.offset,
-                    delivered: s.delivered.cardinality(),
+                    delivered,
                     delivered_ids: s.delivered_ids,
                     groups,
                     channel,
