@@ -262,10 +262,13 @@ impl UmsRegistry {
                     .lookup_many(&names)
                     .into_iter()
                     .flatten()
-                    .filter(|&u| self.live.contains(u))
                     .collect();
                 ids.sort_unstable();
-                Some(Bitmap::of(&ids))
+                // One intersection walks the containers once, where a `contains` per user
+                // would search the container keys each time.
+                let mut users = Bitmap::of(&ids);
+                users.and_inplace(&self.live);
+                Some(users)
             }
             Target::Segment(name) => Some(
                 self.segments
@@ -415,17 +418,23 @@ impl UmsRegistry {
             )
         };
         let (f1, f2) = (firsts(first), firsts(then));
+        // The same for where the users' extra IDs begin, in bindings that have any.
+        let extras_at = |b: Option<&Bindings>| {
+            b.filter(|b| !b.multi.is_empty())
+                .map(|b| b.extras_at_many(&users))
+        };
+        let (e1, e2) = (extras_at(first), extras_at(then));
         let (mut ids, mut reached) = (Vec::new(), Vec::new());
         for (i, &u) in users.iter().enumerate() {
-            let (b, id) = if f1[i] != super::NONE {
-                (first, f1[i])
+            let (b, id, extras) = if f1[i] != super::NONE {
+                (first, f1[i], &e1)
             } else {
-                (then, f2[i])
+                (then, f2[i], &e2)
             };
             if let (Some(b), true) = (b, id != super::NONE) {
                 ids.push(id);
-                if !b.multi.is_empty() {
-                    ids.extend_from_slice(b.extras(u));
+                if let Some(at) = extras {
+                    ids.extend_from_slice(b.extras_from(at[i]));
                 }
                 reached.push(u);
             }
