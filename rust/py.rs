@@ -15,6 +15,7 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use parking_lot::RwLock;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -977,7 +978,7 @@ impl PyUmsRegistry {
         channels: Vec<String>,
         broadcast: bool,
         tags: Option<Vec<String>>,
-        userids: Option<Vec<String>>,
+        userids: Option<Vec<PyBackedStr>>,
         segment: Option<String>,
         custom: Option<Vec<(String, Vec<String>)>>,
         black: Option<u64>,
@@ -990,7 +991,9 @@ impl PyUmsRegistry {
         let target = match (broadcast, tags, userids, segment, custom) {
             (true, None, None, None, None) => Target::Broadcast,
             (false, Some(t), None, None, None) => Target::Tags(t),
-            (false, None, Some(u), None, None) => Target::Users(u),
+            (false, None, Some(u), None, None) => {
+                Target::Users(ums::UserNames::new(u.iter().map(|n| &**n)))
+            }
             (false, None, None, Some(s), None) => Target::Segment(s),
             (false, None, None, None, Some(c)) => Target::Custom(
                 c.into_iter()

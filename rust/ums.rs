@@ -23,7 +23,7 @@ pub mod snapshot;
 mod stages;
 
 pub use app::{AppDevices, AppGroup};
-pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
+pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target, UserNames};
 pub use stages::{AppRoutes, Stage};
 
 use crate::error::{Error, Result};
