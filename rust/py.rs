@@ -15,6 +15,7 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use parking_lot::RwLock;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -977,7 +978,7 @@ impl PyUmsRegistry {
         channels: Vec<String>,
         broadcast: bool,
         tags: Option<Vec<String>>,
-        userids: Option<Vec<String>>,
+        userids: Option<Vec<PyBackedStr>>,
         segment: Option<String>,
         custom: Option<Vec<(String, Vec<String>)>>,
         black: Option<u64>,
@@ -990,7 +991,9 @@ impl PyUmsRegistry {
         let target = match (broadcast, tags, userids, segment, custom) {
             (true, None, None, None, None) => Target::Broadcast,
             (false, Some(t), None, None, None) => Target::Tags(t),
-            (false, None, Some(u), None, None) => Target::Users(u),
+            (false, None, Some(u), None, None) => {
+                Target::Users(ums::UserNames::new(u.iter().map(|n| &**n)))
+            }
             (false, None, None, Some(s), None) => Target::Segment(s),
             (false, None, None, None, Some(c)) => Target::Custom(
                 c.into_iter()
@@ -1040,6 +1043,26 @@ impl PyUmsRegistry {
                 Ok((res, stages, groups))
             })
             .or_raise_ums(py)?;
+        let per_stage: Vec<u64> = stages
+            .iter()
+            .map(|s| s.delivered(&res).cardinality())
+            .collect();
+        let plain = stages.len() == res.channels.len()
+            && stages
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.index == i && s.sent.is_none() && s.delivered.is_none());
+        let delivered = if plain {
+            // Every channel delivered to every user it reached: the users some channel reached.
+            res.audience.cardinality() - res.unreachable.cardinality()
+        } else {
+            // A fold, not `fast_or`: its lazy union makes a bitset of every container.
+            let mut all = Bitmap::new();
+            for s in &stages {
+                all.or_inplace(s.delivered(&res));
+            }
+            all.cardinality()
+        };
         let whole = res
             .steps
             .iter()
@@ -1052,10 +1075,6 @@ impl PyUmsRegistry {
             explain.extend(st.steps.iter().map(|s| (Some(st.stage), s.clone())));
         }
         explain.extend(steps.map(|s| (None, s)));
-        let delivered = {
-            let all: Vec<&Bitmap> = stages.iter().map(|s| &s.delivered).collect();
-            Bitmap::fast_or(&all).cardinality()
-        };
         let channels: Vec<Py<PyUmsChannel>> = res
             .channels
             .into_iter()
@@ -1064,7 +1083,8 @@ impl PyUmsRegistry {
         let stages = stages
             .into_iter()
             .zip(groups)
-            .map(|(s, g)| {
+            .zip(per_stage)
+            .map(|((s, g), delivered)| {
                 let groups = g.map(|g| {
                     g.into_iter()
                         .map(|a| {
@@ -1087,7 +1107,7 @@ impl PyUmsRegistry {
                     stage: s.stage,
                     delay: s.delay,
                     offset: s.offset,
-                    delivered: s.delivered.cardinality(),
+                    delivered,
                     delivered_ids: s.delivered_ids,
                     groups,
                     channel,

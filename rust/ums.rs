@@ -23,7 +23,7 @@ pub mod snapshot;
 mod stages;
 
 pub use app::{AppDevices, AppGroup};
-pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
+pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target, UserNames};
 pub use stages::{AppRoutes, Stage};
 
 use crate::error::{Error, Result};
@@ -242,7 +242,18 @@ impl Bindings {
 
     /// The extra IDs of `u` (empty if none).
     pub(crate) fn extras(&self, u: u32) -> &[u32] {
-        match self.extra_at.get(u) {
+        self.extras_from(self.extra_at.get(u))
+    }
+
+    /// Where the extra IDs of each of `users` begin (`NONE`: it has none), for `extras_from`;
+    /// looked up together so that their cache misses overlap.
+    pub(crate) fn extras_at_many(&self, users: &[u32]) -> Vec<u32> {
+        self.extra_at.get_many(users)
+    }
+
+    /// The extra IDs beginning at `at` (from `extras_at_many`; `NONE`: none).
+    pub(crate) fn extras_from(&self, at: u32) -> &[u32] {
+        match at {
             NONE => &[],
             at => {
                 let at = at as usize;

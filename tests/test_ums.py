@@ -12,6 +12,7 @@ from reach.ums import (
     SendOption,
     TemplateSend,
     UmsError,
+    _check_userid,
     parse_template_send,
 )
 
@@ -111,3 +112,36 @@ def test_broadcast_takes_no_target():
     with pytest.raises(UmsError) as e:
         parse_template_send([])
     assert e.value.code == 1015002
+
+
+@pytest.mark.parametrize(
+    "userids",
+    [
+        ["u1", "u2", "u1", "u3", "u2"],
+        ["u1", 2, "u3"],
+        ["u1", "", "u3"],
+        ["u1", "u" * 65],
+        ["u1", "u 2"],
+        ["u1", None],
+        ["u1", b"u2"],
+    ],
+)
+def test_userids_checked_at_once_as_one_by_one(userids: list[Any]):
+    """The all-at-once userid check refuses exactly what the one-by-one rule refuses, with the
+    same message, and keeps the first of repeated userids in order."""
+    body = {"template_id": 1, "template_para": {}, "aud_userid": userids}
+    try:
+        got: object = parse_template_send(body).userids
+    except UmsError as e:
+        got = (e.code, e.message)
+    want: object = tuple(dict.fromkeys(userids))
+    for i, u in enumerate(userids):
+        if not isinstance(u, str) or not u:
+            want = (1015005, f"aud_userid[{i}] must be a non-empty string")
+            break
+        try:
+            _check_userid(u, f"aud_userid[{i}]")
+        except UmsError as e:
+            want = (e.code, e.message)
+            break
+    assert got == want

@@ -30,11 +30,48 @@ pub enum Target {
     /// `aud_tag`: users with any of these tags (per channel, see the module doc).
     Tags(Vec<String>),
     /// `aud_userid`: these users (unknown ones reach nobody).
-    Users(Vec<String>),
+    Users(UserNames),
     /// `aud_segment`: the live users of one user segment.
     Segment(String),
     /// `aud_<type>`: channel registration IDs per type, no users involved.
     Custom(Vec<(ChannelType, Vec<String>)>),
+}
+
+/// The userids of an `aud_userid` send, packed in one string: one allocation for a
+/// 1000-userid send instead of one per userid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserNames {
+    text: String,
+    /// Where each name ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl UserNames {
+    pub fn new<'a, I>(names: I) -> Self
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        let names = names.into_iter();
+        let mut out = UserNames {
+            text: String::with_capacity(names.clone().map(str::len).sum()),
+            ends: Vec::with_capacity(names.size_hint().0),
+        };
+        for n in names {
+            out.text.push_str(n);
+            out.ends.push(out.text.len());
+        }
+        out
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(a, &b)| &self.text[a..b])
+            .collect()
+    }
 }
 
 /// A send as the engine resolves it: the target, the template's channel keys, the lists.
@@ -256,16 +293,19 @@ impl UmsRegistry {
         let mut base = match &spec.target {
             Target::Broadcast => Some(self.live.clone()),
             Target::Users(names) => {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let names = names.names();
                 let mut ids: Vec<u32> = self
                     .users
                     .lookup_many(&names)
                     .into_iter()
                     .flatten()
-                    .filter(|&u| self.live.contains(u))
                     .collect();
                 ids.sort_unstable();
-                Some(Bitmap::of(&ids))
+                // One intersection walks the containers once, where a `contains` per user
+                // would search the container keys each time.
+                let mut users = Bitmap::of(&ids);
+                users.and_inplace(&self.live);
+                Some(users)
             }
             Target::Segment(name) => Some(
                 self.segments
@@ -415,17 +455,23 @@ impl UmsRegistry {
             )
         };
         let (f1, f2) = (firsts(first), firsts(then));
+        // The same for where the users' extra IDs begin, in bindings that have any.
+        let extras_at = |b: Option<&Bindings>| {
+            b.filter(|b| !b.multi.is_empty())
+                .map(|b| b.extras_at_many(&users))
+        };
+        let (e1, e2) = (extras_at(first), extras_at(then));
         let (mut ids, mut reached) = (Vec::new(), Vec::new());
         for (i, &u) in users.iter().enumerate() {
-            let (b, id) = if f1[i] != super::NONE {
-                (first, f1[i])
+            let (b, id, extras) = if f1[i] != super::NONE {
+                (first, f1[i], &e1)
             } else {
-                (then, f2[i])
+                (then, f2[i], &e2)
             };
             if let (Some(b), true) = (b, id != super::NONE) {
                 ids.push(id);
-                if !b.multi.is_empty() {
-                    ids.extend_from_slice(b.extras(u));
+                if let Some(at) = extras {
+                    ids.extend_from_slice(b.extras_from(at[i]));
                 }
                 reached.push(u);
             }

@@ -43,8 +43,9 @@ pub struct Stage {
     pub sent: Option<ChannelResult>,
     /// How many of the IDs sent delivered.
     pub delivered_ids: u64,
-    /// The users this stage delivered to.
-    pub delivered: Bitmap,
+    /// The users this stage delivered to, when not all it sent to (`None`: every one of
+    /// `channel(res).reached`; no copy is made). Read through `delivered`.
+    pub delivered: Option<Bitmap>,
     /// Counts after each step of the stage (every `channel` is this stage's key).
     pub steps: Vec<Step>,
 }
@@ -53,6 +54,13 @@ impl Stage {
     /// The IDs sent and the users sent to, `res` being the resolution the stage was made from.
     pub fn channel<'a>(&'a self, res: &'a Resolution) -> &'a ChannelResult {
         self.sent.as_ref().unwrap_or(&res.channels[self.index])
+    }
+
+    /// The users this stage delivered to, `res` being the resolution it was made from.
+    pub fn delivered<'a>(&'a self, res: &'a Resolution) -> &'a Bitmap {
+        self.delivered
+            .as_ref()
+            .unwrap_or(&self.channel(res).reached)
     }
 }
 
@@ -216,19 +224,20 @@ impl UmsRegistry {
         let (delivered_ids, delivered) =
             match self.undelivered(&channel.key, channel.ty, &channel.ids, apps) {
                 // every ID delivered: so did every user (each has one)
-                None => (channel.ids.len() as u64, channel.reached.clone()),
+                None => (channel.ids.len() as u64, None),
                 Some(ids) => {
                     let users =
                         self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids);
-                    (ids.cardinality(), users)
+                    (ids.cardinality(), Some(users))
                 }
             };
+        let delivered_users = delivered.as_ref().unwrap_or(&channel.reached).cardinality();
         let steps = [
             ("candidates", "users", candidates),
             ("users", "users", channel.reached.cardinality()),
             ("ids", "ids", channel.ids.len() as u64),
             ("delivered_ids", "ids", delivered_ids),
-            ("delivered", "users", delivered.cardinality()),
+            ("delivered", "users", delivered_users),
         ]
         .map(|(step, unit, count)| Step {
             channel: Some(channel.key.clone()),
@@ -294,7 +303,7 @@ impl UmsRegistry {
                 Some(ch)
             };
             let stage = self.stage((n as u32 + 1, *delay, offset), (res, index), sent, apps);
-            done.or_inplace(&stage.delivered);
+            done.or_inplace(stage.delivered(res));
             out.push(stage);
         }
         Ok(out)
@@ -388,11 +397,11 @@ mod tests {
             strings(&r, &st[0].channel(&res).ids),
             vec!["a0", "a1", "a3"]
         );
-        assert_eq!(st[0].delivered.to_vec(), vec![0, 3]);
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![0, 3]);
         // stage 2: u1 (app undeliverable) and u2 (no app ID), not u0 (delivered)
         assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p1", "p2"]);
         assert_eq!((st[1].stage, st[1].delay, st[1].offset), (2, 60, 60));
-        assert_eq!(st[1].delivered.to_vec(), vec![1, 2]);
+        assert_eq!(st[1].delivered(&res).to_vec(), vec![1, 2]);
         let steps: Vec<(&str, u64)> = st[1].steps.iter().map(|s| (s.step, s.count)).collect();
         assert_eq!(
             steps,
@@ -440,7 +449,7 @@ mod tests {
         let rule = [("app1".to_string(), 0), ("sms1".to_string(), 5)];
         let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
         // a1 is online (routing wins over the undeliverable list); a0 is offline
-        assert_eq!(st[0].delivered.to_vec(), vec![1]);
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![1]);
         assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
     }
 }
