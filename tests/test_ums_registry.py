@@ -97,6 +97,22 @@ def build(w: dict[str, Any]) -> tuple[UmsRegistry, UmsModel]:
     return reg, model
 
 
+def targets(body: dict[str, Any]) -> dict[str, Any]:
+    """The model's ``resolve`` arguments for a send body's target and lists."""
+    custom = None
+    if any(k.removeprefix("aud_") in CHANNEL_TYPES for k in body):
+        custom = {t: body[f"aud_{t}"][0]["data"] for t in CHANNEL_TYPES if f"aud_{t}" in body}
+    option = body.get("option", {})
+    return {
+        "tags": body.get("aud_tag", ()),
+        "userids": body.get("aud_userid", ()),
+        "segment": body.get("aud_segment", [None])[0],
+        "custom": custom,
+        "black": option.get("black_id"),
+        "white": option.get("white_id"),
+    }
+
+
 @given(world(), send())
 def test_resolution_matches_the_model(w: dict[str, Any], s: dict[str, Any]) -> None:
     reg, model = build(w)
@@ -108,19 +124,10 @@ def test_resolution_matches_the_model(w: dict[str, Any], s: dict[str, Any]) -> N
     )
     body = s["body"]
     res = reg.resolve(body, broadcast=s["broadcast"])
-    custom = None
-    if any(k.removeprefix("aud_") in CHANNEL_TYPES for k in body):
-        custom = {t: body[f"aud_{t}"][0]["data"] for t in CHANNEL_TYPES if f"aud_{t}" in body}
-    option = body.get("option", {})
     want = model.resolve(
         channels,
         broadcast=s["broadcast"],
-        tags=body.get("aud_tag", ()),
-        userids=body.get("aud_userid", ()),
-        segment=body.get("aud_segment", [None])[0],
-        custom=custom,
-        black=option.get("black_id"),
-        white=option.get("white_id"),
+        **targets(body),
     )
     assert [c.key for c in res.channels] == channels
     for got, exp in zip(res.channels, want.channels, strict=True):

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reach import Registry, SnapshotError
-from reach.ums import CHANNEL_TYPES, UmsError, UmsRegistry
-from test_ums_registry import IDS, KEYS, TAGS, USERS, build, send, world
+from reach.ums import UmsError, UmsRegistry
+from test_ums_registry import IDS, KEYS, TAGS, USERS, build, send, targets, world
 from ums_model import Devices
 
 PLATFORM_FILTERS = (None, ("android",), ("ios", "web"))
@@ -81,19 +81,12 @@ def test_stages_match_the_model(w: dict[str, Any], s: dict[str, Any], data: st.D
         apps = {k: d["devices"] for k in channels if model.channels[k] == "app"}
     res = reg.resolve(body, broadcast=s["broadcast"], devices=dict.fromkeys(apps, jpush))
 
-    custom = None
-    if any(k.removeprefix("aud_") in CHANNEL_TYPES for k in body):
-        custom = {t: body[f"aud_{t}"][0]["data"] for t in CHANNEL_TYPES if f"aud_{t}" in body}
-    option = body.get("option", {})
+    sent = targets(body)
+    custom = sent["custom"]
     want = model.resolve(
         channels,
         broadcast=s["broadcast"],
-        tags=body.get("aud_tag", ()),
-        userids=body.get("aud_userid", ()),
-        segment=body.get("aud_segment", [None])[0],
-        custom=custom,
-        black=option.get("black_id"),
-        white=option.get("white_id"),
+        **sent,
         apps=apps,
         platforms=d["platforms"],
     )

@@ -501,19 +501,34 @@ impl UmsRegistry {
             })
         };
         step("audience", "users", a.cardinality());
-        if list.is_none() && a.cardinality() <= SMALL_USERS {
+        let (ids, reached) = if list.is_none() && a.cardinality() <= SMALL_USERS {
             let (ids, reached, bound) = self.small_channel(key, ty, a);
             step("bound", "users", bound);
             step("ids", "ids", ids.len() as u64);
-            step("reached", "users", reached.cardinality());
-            let result = ChannelResult {
-                key: key.to_owned(),
-                ty,
-                ids,
-                reached,
-            };
-            return (result, steps);
-        }
+            (ids, reached)
+        } else {
+            self.bitmap_channel(key, ty, a, list, &mut step)
+        };
+        step("reached", "users", reached.cardinality());
+        let result = ChannelResult {
+            key: key.to_owned(),
+            ty,
+            ids,
+            reached,
+        };
+        (result, steps)
+    }
+
+    /// Steps 3 to 5 of the module doc over bitmaps (any audience, any list): the distinct IDs
+    /// and the users reached; every count after a step goes to `step`.
+    fn bitmap_channel(
+        &self,
+        key: &str,
+        ty: ChannelType,
+        a: &Bitmap,
+        list: List,
+        step: &mut impl FnMut(&'static str, &'static str, u64),
+    ) -> (Vec<u32>, Bitmap) {
         let filtered;
         let a = match list {
             Some((l, true)) => {
@@ -528,7 +543,7 @@ impl UmsRegistry {
         step("bound", "users", bound);
         let all = gather_distinct(&parts, bound as usize);
         step("ids", "ids", all.len() as u64);
-        let (ids, reached) = match list {
+        match list {
             None => (all, union(parts.iter().map(|(_, u)| u))),
             Some((l, true)) if l.ids.is_empty() => (all, union(parts.iter().map(|(_, u)| u))),
             Some((l, true)) => {
@@ -562,15 +577,7 @@ impl UmsRegistry {
                 step("white_list", "ids", ids.len() as u64);
                 (ids, reached)
             }
-        };
-        step("reached", "users", reached.cardinality());
-        let result = ChannelResult {
-            key: key.to_owned(),
-            ty,
-            ids,
-            reached,
-        };
-        (result, steps)
+        }
     }
 
     /// One channel of a custom-ID send: the IDs given for its type, through the list's IDs.
