@@ -44,6 +44,28 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
     }
 }
 
+/// A Python class over a registry behind a lock, whose errors raise as its API's exceptions.
+trait Locked {
+    type Inner: Send + Sync;
+    fn lock(&self) -> &RwLock<Self::Inner>;
+    /// The Python exception of an engine error, as this class's API raises it.
+    fn raise(py: Python<'_>, e: Error) -> PyErr;
+
+    /// Run `f` under the write lock with the GIL released (readers never see a half-applied
+    /// mutation); its error becomes the class's Python exception.
+    fn write<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Self::Inner) -> Result<T, Error> + Send,
+    ) -> PyResult<T>
+    where
+        Self: Sync,
+    {
+        py.detach(|| f(&mut self.lock().write()))
+            .map_err(|e| Self::raise(py, e))
+    }
+}
+
 trait OrRaise<T> {
     fn or_raise(self, py: Python<'_>) -> PyResult<T>;
 }
@@ -54,7 +76,8 @@ impl<T> OrRaise<T> for Result<T, Error> {
     }
 }
 
-/// The audience types, in the order of `AudienceSpec`'s fields (`reach.jpush.AUDIENCE_TYPES`).
+/// The audience types, in the order of `AudienceSpec`'s fields; Python reads them as
+/// `_core.AUDIENCE_TYPES` (`reach.jpush.AUDIENCE_TYPES`), so the two sides share one list.
 const TYPES: [&str; 7] = [
     "tag",
     "tag_and",
@@ -179,14 +202,13 @@ pub struct PyRegistry {
     inner: Shared,
 }
 
-impl PyRegistry {
-    /// Run `f` under the write lock with the GIL released; its error becomes a Python one.
-    fn write<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send,
-    ) -> PyResult<T> {
-        py.detach(|| f(&mut self.inner.write())).or_raise(py)
+impl Locked for PyRegistry {
+    type Inner = Registry;
+    fn lock(&self) -> &RwLock<Registry> {
+        &self.inner
+    }
+    fn raise(py: Python<'_>, e: Error) -> PyErr {
+        to_py(py, e)
     }
 }
 
@@ -729,6 +751,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SMALL_THRESHOLD_DEFAULT", eval::SMALL)?;
     m.add("NAME_MAX_BYTES", expr::NAME_MAX_BYTES)?;
+    m.add("AUDIENCE_TYPES", PyTuple::new(m.py(), TYPES)?)?;
     m.add(
         "CHUNKING_DEFAULT",
         (chunked::RANGES_PER_CORE_DEFAULT, chunked::MIN_IDS_DEFAULT),
@@ -800,14 +823,13 @@ pub struct PyUmsRegistry {
     inner: SharedUms,
 }
 
-impl PyUmsRegistry {
-    /// Run `f` under the write lock with the GIL released; its error becomes a Python one.
-    fn write<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut UmsRegistry) -> Result<T, Error> + Send,
-    ) -> PyResult<T> {
-        py.detach(|| f(&mut self.inner.write())).or_raise_ums(py)
+impl Locked for PyUmsRegistry {
+    type Inner = UmsRegistry;
+    fn lock(&self) -> &RwLock<UmsRegistry> {
+        &self.inner
+    }
+    fn raise(py: Python<'_>, e: Error) -> PyErr {
+        ums_err(py, e)
     }
 }
 

@@ -64,6 +64,17 @@ def notification_of(obj: dict[str, Any]) -> Notification:
     return n
 
 
+def check_fields(platform: str, key: str, attr: str, good: list[object], bad: list[object]) -> None:
+    """Each good value of ``notification.<platform>.<key>`` parses into the field ``attr``;
+    each bad one is refused with 1003 and a message naming the field."""
+    for value in good:
+        parsed = getattr(notification_of(note(alert="a", **{platform: {key: value}})), platform)
+        assert getattr(parsed, attr) == value
+    for value in bad:
+        err = refused(1003, parse_push, note(alert="a", **{platform: {key: value}}))
+        assert f"notification.{platform}.{key}" in err.message
+
+
 def json_bytes(value: object) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
@@ -452,13 +463,7 @@ def test_notification_unknown_keys(path: tuple[str, ...], key: str) -> None:
     ],
 )
 def test_android_fields(key: str, good: list[object], bad: list[object]) -> None:
-    for value in good:
-        android = notification_of(note(alert="a", android={key: value})).android
-        assert getattr(android, key) == value
-    for value in bad:
-        obj = note(alert="a", android={key: value})
-        err = refused(1003, parse_push, obj)
-        assert f"notification.android.{key}" in err.message
+    check_fields("android", key, key, good, bad)
 
 
 @pytest.mark.parametrize(
@@ -479,13 +484,7 @@ def test_android_fields(key: str, good: list[object], bad: list[object]) -> None
     ],
 )
 def test_ios_fields(key: str, attr: str, good: list[object], bad: list[object]) -> None:
-    for value in good:
-        ios = notification_of(note(alert="a", ios={key: value})).ios
-        assert getattr(ios, attr) == value
-    for value in bad:
-        obj = note(alert="a", ios={key: value})
-        err = refused(1003, parse_push, obj)
-        assert f"notification.ios.{key}" in err.message
+    check_fields("ios", key, attr, good, bad)
 
 
 def test_ios_to_json_uses_wire_keys() -> None:
@@ -508,13 +507,7 @@ def test_ios_to_json_uses_wire_keys() -> None:
     ],
 )
 def test_winphone_fields(key: str, attr: str, good: list[object], bad: list[object]) -> None:
-    for value in good:
-        wp = notification_of(note(alert="a", winphone={key: value})).winphone
-        assert getattr(wp, attr) == value
-    for value in bad:
-        obj = note(alert="a", winphone={key: value})
-        err = refused(1003, parse_push, obj)
-        assert f"notification.winphone.{key}" in err.message
+    check_fields("winphone", key, attr, good, bad)
 
 
 @pytest.mark.parametrize("platform", ["android", "ios", "winphone"])

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "AUDIENCE_TYPES",
     "CHUNKING_DEFAULT",
     "NAME_MAX_BYTES",
     "PLATFORMS",
@@ -34,6 +35,8 @@ VENDORS: tuple[str, ...]
 """Android vendor channels; code 0 is none (own long connection), code i+1 is VENDORS[i]."""
 
 SMALL_THRESHOLD_DEFAULT: int
+AUDIENCE_TYPES: tuple[str, ...]
+"""The keys of a JPush audience object, in the order the core reads them."""
 NAME_MAX_BYTES: int
 """The longest tag or alias, in UTF-8 bytes."""
 

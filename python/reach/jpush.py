@@ -45,19 +45,11 @@ __all__ = [
     "parse_push",
 ]
 
-PLATFORMS: Final[tuple[str, ...]] = ("android", "ios", "winphone", "quickapp", "web", "hmos")
-"""The platform names a push may target (``platform`` values other than ``"all"``)."""
+PLATFORMS: Final[tuple[str, ...]] = _core.PLATFORMS
+"""The platform names a push may target (``platform`` values other than ``"all"``): the core's."""
 
-AUDIENCE_TYPES: Final[tuple[str, ...]] = (
-    "tag",
-    "tag_and",
-    "tag_not",
-    "alias",
-    "registration_id",
-    "segment",
-    "abtest",
-)
-"""The keys of an audience object, in the order of ``Audience``'s fields."""
+AUDIENCE_TYPES: Final[tuple[str, ...]] = _core.AUDIENCE_TYPES
+"""The keys of an audience object, in the order of ``Audience``'s fields (the core's list)."""
 
 # JSON arrays and objects. Python callers may also pass tuples and other mappings.
 _ARRAY: Final = (list, tuple)
