@@ -737,7 +737,10 @@ mod tests {
         };
         let plat = [Platform::Android, Platform::Ios, Platform::Winphone];
         let want = model(&devs, &spec, Some(&plat));
-        assert!(want.len() > SAMPLE, "the sample and the rest both reach somebody");
+        assert!(
+            want.len() > SAMPLE,
+            "the sample and the rest both reach somebody"
+        );
         set_small_threshold(SMALL);
         let compiled = || compile(&r, &spec, Some(&plat)).unwrap();
         let got: BTreeSet<u32> = evaluate(compiled(), None).iter().collect();
@@ -752,7 +755,10 @@ mod tests {
     fn masks_and_merges() {
         assert_eq!(mask_of(&[2, 5, 9, 12], &[5, 12]), 0b1010);
         assert_eq!(mask_of(&[2, 5], &[]), 0);
-        assert_eq!(merge_sorted(&[1, 4, 9], &[2, 3, 10]), vec![1, 2, 3, 4, 9, 10]);
+        assert_eq!(
+            merge_sorted(&[1, 4, 9], &[2, 3, 10]),
+            vec![1, 2, 3, 4, 9, 10]
+        );
         assert_eq!(merge_sorted(&[], &[7]), vec![7]);
     }
 
