@@ -73,6 +73,34 @@ impl<'e> Source<'e> {
     }
 }
 
+impl Source<'_> {
+    /// Start fetching what `at(k)` will read: with `values`, the start of the container's
+    /// values (its header must be cached: fetched for an earlier key), else its header.
+    fn prefetch(&self, k: u16, values: bool) {
+        if let Source::Bitmap(b) = self {
+            let c = Containers::new(b);
+            if let Ok(i) = c.keys().binary_search(&k) {
+                if !values {
+                    c.prefetch(i);
+                    return;
+                }
+                let start = match c.get(i) {
+                    Container::Array(a) => a.as_ptr() as *const u8,
+                    Container::Bitset(w, _) => w.as_ptr() as *const u8,
+                    Container::Run(r) => r.as_ptr() as *const u8,
+                };
+                for line in 0..PREFETCH_LINES {
+                    crate::index::prefetch(start.wrapping_add(64 * line));
+                }
+            }
+        }
+    }
+}
+
+/// Cache lines of a container's values fetched ahead of its key (`members` fetches the rest
+/// of an array ahead as it reads).
+const PREFETCH_LINES: usize = 4;
+
 /// One step of a plan: what it does to the running set of a key.
 enum Op<'e> {
     /// Keep the values of one operand (the first step: take them).
@@ -91,6 +119,15 @@ enum Op<'e> {
 struct Plan<'e> {
     ops: Vec<Op<'e>>,
     labels: Vec<(&'static str, String, u64)>,
+}
+
+impl Op<'_> {
+    fn sources(&self) -> &[Source<'_>] {
+        match self {
+            Op::And(s) | Op::AndNot(s) => std::slice::from_ref(s),
+            Op::AndAny(v) => v,
+        }
+    }
 }
 
 impl<'e> Plan<'e> {
@@ -406,6 +443,16 @@ fn run(plan: &Plan, range: Range<u32>, emit: bool, trace: bool) -> (Part, u64) {
     let (mut ids, mut values, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     let mut total = 0u64;
     for k in range {
+        // The containers are scattered in memory and read once: while this key is evaluated,
+        // fetch the values of the next key's containers and the headers of the one after.
+        for s in plan.ops.iter().flat_map(Op::sources) {
+            if k + 2 <= u32::from(u16::MAX) {
+                s.prefetch((k + 2) as u16, false);
+            }
+            if k < u32::from(u16::MAX) {
+                s.prefetch((k + 1) as u16, true);
+            }
+        }
         let k = k as u16;
         acc.clear();
         for (i, op) in plan.ops.iter().enumerate() {
