@@ -290,7 +290,10 @@ impl Chunk {
             // The lists are read once, from memory: ask for them well ahead.
             crate::index::prefetch(values.as_ptr().wrapping_add((i + AHEAD) * BLOCK));
             for &v in block {
-                dst[n].write(v);
+                // SAFETY: `n` is at most the number of values read before `v`, so below
+                // `values.len()`, which `dst` has room for (reserved above). Unchecked: this
+                // loop runs for every value of every array operand.
+                unsafe { dst.get_unchecked_mut(n) }.write(v);
                 n += ((self.words[usize::from(v >> 6)] >> (v & 63)) & 1) as usize;
             }
         }
