@@ -4,21 +4,22 @@
 //!
 //! For each key, every operand's container of that key is applied to one running set of
 //! 65,536 bits (`Chunk`, 8 KiB, in L1 cache): the single positive operands are intersected
-//! (bitsets word by word, arrays through a scratch bitset), the `tag_not` containers cleared
-//! from it (arrays bit by bit with CRoaring's `bitset_clear_list`), and each union is built
-//! in a second scratch bitset (`bitset_set_list` for arrays) and intersected last. The key's
-//! result is written once, as an array container (up to 4,096 ids) or a bitset, in the
-//! portable roaring format; the parts of all keys become one bitmap in one
-//! `portable_deserialize` (a copy of each container, no per-id work). No operand is copied
-//! and no intermediate bigger than a container is made; a key where a single operand has no
-//! container, or where the running set empties, costs nothing more.
+//! (bitsets word by word), then the `tag_not` containers removed and each union's containers
+//! gathered into a scratch bitset that replaces the running set. The values of an array
+//! container are first tested against the running set (`Chunk::members`, no branch and no
+//! store per value) and only its members are then set or cleared with CRoaring's
+//! `bitset_set_list` / `bitset_clear_list`. The key's result is written once, as an array
+//! container (up to 4,096 ids) or a bitset, in the portable roaring format; the parts of all
+//! keys become one bitmap in one portable read (a copy of each container, no per-id work).
+//! No operand is copied and no intermediate bigger than a container is made; a key where a
+//! single operand has no container, or where the running set empties, costs nothing more.
 //!
 //! Containers are read with `containers` (CRoaring's own structures: croaring-rs has no
 //! container-level API); only the bitset kernels that CRoaring exports are called through
 //! croaring-sys.
 //!
-//! `ranges` decides, by cost, whether an audience is evaluated so or whole by `eval`'s plan:
-//! see `ranges` and the measurements under `RANGES_PER_CORE_DEFAULT`.
+//! `ranges` decides, by cost, whether an audience is evaluated so or whole by `eval`'s plan
+//! (benches/README.md, "Chunked evaluation", has the measurements).
 
 use crate::containers::{keys, Container, Containers, Run, BITSET_WORDS};
 use crate::eval::{self, Step};
