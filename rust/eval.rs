@@ -10,6 +10,10 @@
 //! few nanoseconds per id instead of an allocation and a merge per container. When the smallest operand is already that small (a push to aliases or
 //! registration IDs), the whole plan is such a list (`filter_ids`): the request's own id lists
 //! are merged first, and the bitmap filters are ordered by how many ids they drop on a sample.
+//!
+//! That is the plan for an audience evaluated whole. The planner's first choice is between it
+//! and `chunked`, which evaluates an audience of several large operands one container key at
+//! a time on all cores (see `chunked::ranges` for the costs).
 
 use crate::chunked;
 use crate::containers::approx_cardinality;
@@ -236,7 +240,7 @@ fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
 }
 
 /// A rough size of an operand (`containers::approx_cardinality`; exact for id lists).
-fn approx(op: &Operand<'_>) -> u64 {
+pub(crate) fn approx(op: &Operand<'_>) -> u64 {
     match op {
         Operand::One(b) => approx_cardinality(b),
         Operand::Owned(b) => approx_cardinality(b),
@@ -267,22 +271,21 @@ fn largest_first(bms: &mut [&Bitmap]) {
 /// assert_eq!(steps.last().unwrap().result, 1);
 /// ```
 ///
-/// When chunking is on (`chunked::set_chunking`, off by default), a large audience is
-/// evaluated range of keys by range of keys on all cores, except when traced.
+/// The planner's first choice, by cost (`chunked::ranges`): an audience of several large
+/// operands is evaluated chunk by chunk (`chunked`, on all cores; its trace starts with a
+/// `chunked` step), any other whole by the plan above.
 pub fn evaluate(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
-    if trace.is_none() {
-        if let Some(ranges) = chunked::ranges(&expr) {
-            return chunked::evaluate(&expr, &ranges);
-        }
+    if let Some(ranges) = chunked::ranges(&expr) {
+        return chunked::evaluate(&expr, &ranges, trace);
     }
     evaluate_whole(expr, trace)
 }
 
-/// `evaluate` over all keys at once.
+/// `evaluate` over all keys at once, by the plan of the module doc.
 ///
 /// Unions that the plan will build whole (the running set cannot get small enough to probe
 /// them) are built on another core while this one runs the intersections and subtractions.
-pub(crate) fn evaluate_whole(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
+fn evaluate_whole(expr: Expr<'_>, trace: Option<&mut Vec<Step>>) -> Bitmap {
     let (pos, neg) = plan(expr, trace.is_some());
     let mut pos = pos.into_iter();
     let (first, first_size) = pos
@@ -576,7 +579,10 @@ pub fn count(expr: Expr<'_>) -> u64 {
             return a.and_cardinality(b);
         }
     }
-    evaluate(expr, None).cardinality()
+    if let Some(ranges) = chunked::ranges(&expr) {
+        return chunked::count(&expr, &ranges);
+    }
+    evaluate_whole(expr, None).cardinality()
 }
 
 /// The same algebra as plain roaring kernel calls in the request's order, with no planning:
@@ -691,7 +697,15 @@ mod tests {
             all in any::<bool>(),
             plat in proptest::option::of(proptest::sample::subsequence(Platform::ALL, 1..=3)),
             small_at in prop_oneof![Just(0u64), Just(8), Just(SMALL)],
+            chunking in prop_oneof![
+                Just((0u64, 0u64)),
+                Just((3, 0)),
+                Just((chunked::RANGES_PER_CORE_DEFAULT, chunked::MIN_IDS_DEFAULT)),
+            ],
         ) {
+            // Process-wide switches: another test may move them meanwhile, which only changes
+            // the path taken, never a result.
+            chunked::set_chunking(chunking.0, chunking.1);
             let r = registry(&devs);
             let spec = AudienceSpec { all, tag, tag_and, tag_not, alias, registration_id: rid,
                                       ..Default::default() };

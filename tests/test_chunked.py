@@ -1,8 +1,10 @@
 """Chunk-by-chunk evaluation (``rust/chunked.rs``) against a numpy model, on a registry large
 enough to span many containers (the small registries of ``test_properties.py`` fit in one, so
-they never split). The registry is built once from numpy columns; hypothesis draws audiences
-over tags from dense to sparse, with platforms, and forces the split even where the evaluator
-would not split by itself. A chunked result must equal the model and the whole evaluation.
+they never split into several ranges; they are evaluated chunk by chunk there too, forced).
+The registry is built once from numpy columns; hypothesis draws audiences over tags from dense
+to sparse, with platforms, and forces chunking even where the planner would evaluate whole.
+A chunked result must equal the model and the whole evaluation, and ``explain()`` must say
+which way was taken.
 """
 
 from __future__ import annotations
@@ -126,3 +128,33 @@ def test_chunked_equals_model_and_whole(
     np.testing.assert_array_equal(chunked.ids(), want)
     assert len(chunked) == want.size
     assert big.reg.count_audience(audience, platform) == want.size
+    steps = chunked.explain()
+    assert steps[0]["step"] == "chunked"
+    assert steps[0]["result"] == steps[-1]["result"] == want.size
+    _set_chunking(0, 0)
+    assert "chunked" not in [s["step"] for s in chunked.explain()]
+
+
+def test_the_planner_chunks_several_large_operands_only(big: Big) -> None:
+    """By default: a union and an intersection of large tags chunk by chunk; one tag, and a
+    rare tag with others (its few ids are probed), whole."""
+    first = {
+        "many large": "chunked",
+        "one tag": "start",
+        "a rare tag": "start",
+    }
+    audiences: dict[str, Any] = {
+        "many large": {"tag": ["t0", "t1", "t2"], "tag_and": ["t0"], "tag_not": ["t3"]},
+        "one tag": {"tag": ["t0"]},
+        "a rare tag": {"tag": ["t0", "t1"], "tag_and": ["t6"]},
+    }
+    for name, audience in audiences.items():
+        res = big.reg.resolve_audience(audience, ["android"])
+        steps = res.explain()
+        assert steps[0]["step"] == first[name], name
+        assert steps[-1]["result"] == len(res)
+        tags = audience["tag"]
+        want = model(
+            big, tags, audience.get("tag_and", []), audience.get("tag_not", []), ["android"]
+        )
+        np.testing.assert_array_equal(res.ids(), want)

@@ -22,18 +22,27 @@ from hypothesis import strategies as st
 
 from model import PLATFORMS, VENDORS, Audience, Model, Platform, bucket, fnv1a64
 from reach import PushError, Registry
-from reach._core import SMALL_THRESHOLD_DEFAULT, _set_small_threshold
+from reach._core import (
+    CHUNKING_DEFAULT,
+    SMALL_THRESHOLD_DEFAULT,
+    _set_chunking,
+    _set_small_threshold,
+)
 
 #: Thresholds of the evaluator's id-list mode to run under: always bitmaps, a tiny one so a
 #: run switches mid-plan, and the default (id lists throughout on registries this small).
 SMALL_THRESHOLDS = (0, 8, SMALL_THRESHOLD_DEFAULT)
+#: Chunk-by-chunk evaluation (``_set_chunking``): the default (never on registries this
+#: small), forced for every audience (one key per range), and off.
+CHUNKINGS = (CHUNKING_DEFAULT, (1, 0), (0, CHUNKING_DEFAULT[1]))
 
 
 @pytest.fixture(autouse=True)
 def _default_small_threshold() -> Iterator[None]:
-    """The threshold is process-wide: put the default back so that later tests see it."""
+    """The switches are process-wide: put the defaults back so that later tests see them."""
     yield
     _set_small_threshold(SMALL_THRESHOLD_DEFAULT)
+    _set_chunking(*CHUNKING_DEFAULT)
 
 
 # ---- names --------------------------------------------------------------------------------------
@@ -125,6 +134,8 @@ class Scenario:
     # The result size below which the core switches to id lists: drawn so that small
     # registries drive both the bitmap and the id-list paths of the evaluator.
     small_threshold: int = SMALL_THRESHOLD_DEFAULT
+    # Chunk-by-chunk evaluation on, forced or off (``_set_chunking``'s arguments).
+    chunking: tuple[int, int] = CHUNKING_DEFAULT
 
     @property
     def rids(self) -> list[str]:
@@ -200,12 +211,14 @@ def scenarios(draw: st.DrawFn, max_devices: int = 300) -> Scenario:
         seen.add(rid)
         devices.append(DeviceSpec(rid, deleted=fate == 0, **attrs))
     threshold = draw(st.sampled_from(SMALL_THRESHOLDS))
-    return Scenario(tuple(devices), tags, aliases, threshold)
+    chunking = draw(st.sampled_from(CHUNKINGS))
+    return Scenario(tuple(devices), tags, aliases, threshold, chunking)
 
 
 def build(sc: Scenario) -> tuple[Registry, Model]:
     """The registry and the model of a scenario; checks upsert's ids and delete's answers."""
     _set_small_threshold(sc.small_threshold)
+    _set_chunking(*sc.chunking)
     reg, model = Registry(), Model()
     for d in sc.devices:
         attrs: dict[str, Any] = {

@@ -24,10 +24,16 @@ from hypothesis.stateful import (
 
 from model import Model
 from reach import Registry
-from reach._core import SMALL_THRESHOLD_DEFAULT, _set_small_threshold
+from reach._core import (
+    CHUNKING_DEFAULT,
+    SMALL_THRESHOLD_DEFAULT,
+    _set_chunking,
+    _set_small_threshold,
+)
 from test_properties import (
     BASE_ALIASES,
     BASE_TAGS,
+    CHUNKINGS,
     MOBILES,
     SMALL_THRESHOLDS,
     UNKNOWN_RIDS,
@@ -71,12 +77,14 @@ class RegistryMachine(RuleBasedStateMachine):
         self.n_abtests = 0
         self.tmp = tempfile.mkdtemp(prefix="reach-sm-")
 
-    @initialize(threshold=st.sampled_from(SMALL_THRESHOLDS))
-    def choose_evaluator_path(self, threshold: int) -> None:
+    @initialize(threshold=st.sampled_from(SMALL_THRESHOLDS), chunking=st.sampled_from(CHUNKINGS))
+    def choose_evaluator_path(self, threshold: int, chunking: tuple[int, int]) -> None:
         _set_small_threshold(threshold)
+        _set_chunking(*chunking)
 
     def teardown(self) -> None:
         _set_small_threshold(SMALL_THRESHOLD_DEFAULT)
+        _set_chunking(*CHUNKING_DEFAULT)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- helpers ---------------------------------------------------------------------------
