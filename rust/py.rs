@@ -969,8 +969,12 @@ impl PyUmsRegistry {
     /// Resolve a send over the channels of its template. One target: `broadcast`, `tags`,
     /// `userids`, `segment` or `custom` (`[(type, [IDs])]`). `rule`: the send strategy's
     /// `(channel key, delay)` stages; `apps`: `(app channel key, JPush registry)` to route
-    /// those channels through, under `platforms` (None: all) and `apns_production`.
-    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None, rule=None, apps=None, platforms=None, apns_production=true))]
+    /// those channels through, under `platforms` (None: all) and `apns_production`;
+    /// `time_to_live` (seconds), `came_online` (`(app channel key, [(ID, seconds after the
+    /// send)])`: when devices came online) and `online` (`(app channel key, [IDs])`: the IDs
+    /// whose device was online at the send, instead of the JPush registry's online flags)
+    /// decide the app channels' deliveries.
+    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None, rule=None, apps=None, platforms=None, apns_production=true, time_to_live=0, came_online=None, online=None))]
     #[allow(clippy::too_many_arguments)]
     fn resolve(
         &self,
@@ -987,7 +991,13 @@ impl PyUmsRegistry {
         apps: Option<Vec<(String, Py<PyRegistry>)>>,
         platforms: Option<Vec<String>>,
         apns_production: bool,
+        time_to_live: u64,
+        came_online: Option<Vec<(String, Vec<(String, f64)>)>>,
+        online: Option<Vec<(String, Vec<String>)>>,
     ) -> PyResult<PyUmsResolution> {
+        let came_online: HashMap<String, Vec<(String, f64)>> =
+            came_online.unwrap_or_default().into_iter().collect();
+        let online: HashMap<String, Vec<String>> = online.unwrap_or_default().into_iter().collect();
         let target = match (broadcast, tags, userids, segment, custom) {
             (true, None, None, None, None) => Target::Broadcast,
             (false, Some(t), None, None, None) => Target::Tags(t),
@@ -1014,7 +1024,7 @@ impl PyUmsRegistry {
             .into_iter()
             .map(|(k, r)| (k, r.get().inner.clone()))
             .collect();
-        let (res, stages, groups) = py
+        let (res, stages, groups, app_online) = py
             .detach(|| {
                 if matches!(spec.target, Target::Custom(_)) {
                     self.inner.write().prepare(&spec)?;
@@ -1025,7 +1035,19 @@ impl PyUmsRegistry {
                 let mut routes = ums::AppRoutes::new();
                 for (key, dev) in &locked {
                     if let Some(c) = res.channels.iter().find(|c| &c.key == *key) {
-                        let app = ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref());
+                        let mut app = ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref());
+                        let interned = |s: &str| r.channel_id_of(s);
+                        if let Some(ids) = online.get(key.as_str()) {
+                            let ids: Vec<u32> = ids.iter().filter_map(|s| interned(s)).collect();
+                            app = app.with_online(&Bitmap::of(&ids));
+                        }
+                        if let Some(events) = came_online.get(key.as_str()) {
+                            let events: Vec<(u32, f64)> = events
+                                .iter()
+                                .filter_map(|(s, t)| Some((interned(s)?, *t)))
+                                .collect();
+                            app = app.with_arrivals(&events, time_to_live);
+                        }
                         routes.insert((*key).clone(), app);
                     }
                 }
@@ -1040,7 +1062,11 @@ impl PyUmsRegistry {
                         Some(app.groups(dev, &ch.ids, apns_production))
                     })
                     .collect();
-                Ok((res, stages, groups))
+                let app_online: HashMap<String, Vec<u32>> = routes
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.online.to_vec()))
+                    .collect();
+                Ok((res, stages, groups, app_online))
             })
             .or_raise_ums(py)?;
         let per_stage: Vec<u64> = stages
@@ -1115,9 +1141,14 @@ impl PyUmsRegistry {
                 Py::new(py, stage)
             })
             .collect::<PyResult<_>>()?;
+        let app_online = app_online
+            .into_iter()
+            .map(|(k, ids)| (k, ids_array(py, ids).unbind()))
+            .collect();
         Ok(PyUmsResolution {
             channels,
             stages,
+            app_online,
             audience: res.audience.cardinality(),
             delivered,
             unreachable: res.unreachable,
@@ -1316,6 +1347,7 @@ impl PyUmsStage {
 pub struct PyUmsResolution {
     channels: Vec<Py<PyUmsChannel>>,
     stages: Vec<Py<PyUmsStage>>,
+    app_online: HashMap<String, Py<PyArray1<u32>>>,
     audience: u64,
     delivered: u64,
     unreachable: Bitmap,
@@ -1325,6 +1357,16 @@ pub struct PyUmsResolution {
 
 #[pymethods]
 impl PyUmsResolution {
+    /// Per app channel routed through a JPush app: the interned IDs of its routable IDs whose
+    /// device was online at the send (the `online` given, else the JPush registry's flags).
+    #[getter]
+    fn app_online(&self, py: Python<'_>) -> HashMap<String, Py<PyArray1<u32>>> {
+        self.app_online
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone_ref(py)))
+            .collect()
+    }
+
     /// The template's channels, in its order.
     #[getter]
     fn channels(&self, py: Python<'_>) -> Vec<Py<PyUmsChannel>> {

@@ -4,15 +4,19 @@
 //! A UMS app channel's IDs are JPush registration IDs. Routed, an ID goes out only when it is a
 //! live device of the app on one of `app_para.platform`'s platforms (none given: every
 //! platform); its batches are split by platform and Android vendor as JPush's are; it delivers
-//! when its device is online.
+//! when its device was online at the send, or (`time_to_live` > 0) came online within
+//! `time_to_live` seconds after its stage went out (`delivering`), as JPush pushes do in the
+//! emulator.
 //!
 //! Invariants of `AppDevices`: `pairs` ascend by UMS id and hold exactly the routable IDs, each
-//! with its device id; `routable` is the set of their UMS ids; `online` ⊆ `routable`.
+//! with its device id; `routable` is the set of their UMS ids; `online` ⊆ `routable`;
+//! `arrivals` ascend by time and hold routable ids only.
 
 use super::UmsRegistry;
 use crate::registry::{Platform, Registry, Vendor};
 use crate::route;
 use croaring::Bitmap;
+use std::borrow::Cow;
 
 /// The IDs of an app channel as devices of one JPush app, under a platform filter.
 #[derive(Debug, Clone, Default)]
@@ -20,8 +24,12 @@ pub struct AppDevices {
     pairs: Vec<(u32, u32)>,
     /// The UMS ids (interned channel IDs) that are live devices on the platforms.
     pub routable: Bitmap,
-    /// The routable ids whose device is online (they deliver).
+    /// The routable ids whose device was online at the send (they deliver).
     pub online: Bitmap,
+    /// When routable ids' devices came online: (UMS id, seconds after the send), by time.
+    arrivals: Vec<(u32, f64)>,
+    /// The send's `app_para.time_to_live` in seconds (0: only `online` delivers).
+    ttl: u64,
 }
 
 /// The IDs of one JPush delivery group: one platform and, on Android, one vendor channel.
@@ -66,7 +74,60 @@ impl AppDevices {
             routable: Bitmap::of(&routable),
             online: Bitmap::of(&online),
             pairs,
+            arrivals: Vec::new(),
+            ttl: 0,
         }
+    }
+
+    /// The same routing with the devices online at the send given (UMS ids) instead of read
+    /// from the JPush registry: a send resolved after it went out (the emulator's later
+    /// stages) must not count devices that came online since as online at the send.
+    pub fn with_online(mut self, online: &Bitmap) -> Self {
+        self.online = self.routable.and(online);
+        self
+    }
+
+    /// The same routing with the times (seconds after the send) at which devices came online
+    /// (`events`: UMS ids; those not routable are ignored) and the send's `time_to_live`.
+    pub fn with_arrivals(mut self, events: &[(u32, f64)], ttl: u64) -> Self {
+        self.arrivals = events
+            .iter()
+            .copied()
+            .filter(|&(i, t)| t.is_finite() && self.routable.contains(i))
+            .collect();
+        self.arrivals.sort_unstable_by(|a, b| a.1.total_cmp(&b.1));
+        self.ttl = ttl;
+        self
+    }
+
+    /// Whether a stage's delivery depends on when it is looked at (devices came online after
+    /// the send and `time_to_live` lets them receive it).
+    pub fn has_arrivals(&self) -> bool {
+        self.ttl > 0 && !self.arrivals.is_empty()
+    }
+
+    /// The routable ids that received a stage sent `at` seconds after the send, as seen just
+    /// before `until` seconds after it (`f64::INFINITY`: by the end of its `time_to_live`):
+    /// online at the send, or (`time_to_live` > 0) came online at a time `t` with
+    /// `at <= t <= at + time_to_live` and `t < until`.
+    pub fn delivering(&self, at: f64, until: f64) -> Cow<'_, Bitmap> {
+        if !self.has_arrivals() {
+            return Cow::Borrowed(&self.online);
+        }
+        let end = at + self.ttl as f64;
+        let late: Vec<u32> = self
+            .arrivals
+            .iter()
+            .skip_while(|&&(_, t)| t < at)
+            .take_while(|&&(_, t)| t <= end && t < until)
+            .map(|&(i, _)| i)
+            .collect();
+        if late.is_empty() {
+            return Cow::Borrowed(&self.online);
+        }
+        let mut out = self.online.clone();
+        out.add_many(&late);
+        Cow::Owned(out)
     }
 
     /// The device of a routable UMS id.
@@ -163,5 +224,20 @@ mod tests {
         let ios = AppDevices::new(&ums, &ids, &dev, Some(&[Platform::Ios]));
         assert_eq!(ios.routable.to_vec(), vec![1]);
         assert!(ios.online.is_empty());
+
+        // r-ios (1) comes online 30 s after the send; 3 is not routable, so it is ignored
+        let late = all.clone().with_arrivals(&[(1, 30.0), (3, 1.0)], 60);
+        assert!(late.has_arrivals());
+        assert_eq!(late.delivering(0.0, f64::INFINITY).to_vec(), vec![0, 1]);
+        assert_eq!(late.delivering(0.0, 30.0).to_vec(), vec![0]); // before it came online
+        assert_eq!(late.delivering(0.0, 30.5).to_vec(), vec![0, 1]);
+        assert_eq!(late.delivering(31.0, f64::INFINITY).to_vec(), vec![0]); // sent after
+        let short = all.clone().with_arrivals(&[(1, 30.0)], 20);
+        assert_eq!(short.delivering(0.0, f64::INFINITY).to_vec(), vec![0]); // after its ttl
+        let none = all.clone().with_arrivals(&[(1, 30.0)], 0);
+        assert!(!none.has_arrivals());
+        assert_eq!(none.delivering(0.0, f64::INFINITY).to_vec(), vec![0]);
+        let given = all.with_online(&Bitmap::of(&[1, 3]));
+        assert_eq!(given.online.to_vec(), vec![1]);
     }
 }

@@ -10,21 +10,30 @@
 //!
 //! Delivery (the emulator's model, decided here from what the caller knows): an ID delivers
 //! unless it is on the registry's `undeliverable` list; an app ID routed through a JPush app
-//! (`AppDevices`) delivers when its device is online instead. A user is *delivered* by a stage
-//! when one of its IDs selected on the stage's channel (by the channel type's rule, before any
-//! list) was delivered.
+//! (`AppDevices`) delivers instead when its device was online at the send, or, with
+//! `app_para.time_to_live` > 0, came online at most `time_to_live` seconds after its stage went
+//! out (`AppDevices::delivering`; the caller gives when devices came online). A user is
+//! *delivered* by a stage when one of its IDs selected on the stage's channel (by the channel
+//! type's rule, before any list) was delivered.
+//!
+//! Time: a later stage k (offset `o_k` seconds after the send) counts an app ID of an earlier
+//! stage j as delivered when its device was online at the send, or came online at a time `t`
+//! with `o_j <= t <= o_j + time_to_live` and `t < o_k`: a device that comes online after stage
+//! k went out did not stop it. A stage's own `delivered` counts everything up to the end of its
+//! `time_to_live`, so a user may be delivered by stage j and also sent stage k.
 //!
 //! Invariants: a stage's `channel(res).reached` is exactly the users it sends to, and each has
 //! at least one of its `channel(res).ids`; `delivered ⊆ channel(res).reached`; the users of
-//! stage k are disjoint from the users delivered by stages 1..k-1. A stage that sends a
-//! channel's answer as it is (every stage without a strategy, stage 1 with one) refers to it
-//! instead of copying it.
+//! stage k are disjoint from the users delivered by stages 1..k-1 as seen at `o_k`. A stage
+//! that sends a channel's answer as it is (every stage without a strategy, stage 1 with one)
+//! refers to it instead of copying it.
 
 use super::app::AppDevices;
 use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
 use super::{code, refuse, ChannelType, IdList, UmsRegistry};
 use crate::error::Result;
 use croaring::Bitmap;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// One stage of a send: a channel's IDs, when they go out and whom they delivered to.
@@ -71,6 +80,11 @@ impl UmsRegistry {
     /// The channel registration IDs that never deliver (the emulator's `undeliverable` list).
     pub fn undeliverable(&self) -> &Bitmap {
         &self.undeliverable
+    }
+
+    /// The interned id of a channel registration ID, if it was ever interned.
+    pub fn channel_id_of(&self, id: &str) -> Option<u32> {
+        self.ids.lookup(id)
     }
 
     /// Add IDs to the undeliverable list and remove others (`remove` wins for an ID in both).
@@ -196,19 +210,51 @@ impl UmsRegistry {
     }
 
     /// The IDs of `ids` (on channel `key` of type `ty`; ascending) that deliver (see the
-    /// module doc), as a bitmap when some do not (`None`: every one delivers).
+    /// module doc) when sent `at` seconds after the send, as seen just before `until`, as a
+    /// bitmap when some do not (`None`: every one delivers).
     fn undelivered(
         &self,
-        key: &str,
-        ty: ChannelType,
-        ids: &[u32],
+        (key, ty, ids): (&str, ChannelType, &[u32]),
         apps: &AppRoutes,
+        at: f64,
+        until: f64,
     ) -> Option<Bitmap> {
         let delivering = match apps.get(key).filter(|_| ty == ChannelType::App) {
-            Some(app) => merge(ids, &app.online, true)?,
+            Some(app) => merge(ids, &app.delivering(at, until), true)?,
             None => merge(ids, &self.undeliverable, false)?,
         };
         (delivering.len() != ids.len()).then(|| Bitmap::of(&delivering))
+    }
+
+    /// The app channel routing of a stage whose delivery grows with time (devices came online
+    /// after the send, within `time_to_live`), if it is one.
+    fn timed<'a>(
+        &self,
+        st: &Stage,
+        res: &Resolution,
+        apps: &'a AppRoutes,
+    ) -> Option<&'a AppDevices> {
+        let c = st.channel(res);
+        apps.get(&c.key)
+            .filter(|a| c.ty == ChannelType::App && a.has_arrivals())
+    }
+
+    /// The users stage `st` delivered to as seen just before `until` seconds after the send.
+    fn delivered_until<'a>(
+        &self,
+        st: &'a Stage,
+        res: &'a Resolution,
+        apps: &AppRoutes,
+        until: f64,
+    ) -> Cow<'a, Bitmap> {
+        if self.timed(st, res, apps).is_none() {
+            return Cow::Borrowed(st.delivered(res));
+        }
+        let c = st.channel(res);
+        match self.undelivered((&c.key, c.ty, &c.ids), apps, st.offset as f64, until) {
+            None => Cow::Borrowed(&c.reached),
+            Some(ids) => Cow::Owned(self.users_with_ids(&c.key, c.ty, &c.reached, &ids)),
+        }
     }
 
     /// A stage sending `sent`, or channel `index` of `res` as it is, with its delivery.
@@ -221,8 +267,9 @@ impl UmsRegistry {
     ) -> Stage {
         let candidates = res.channels[index].reached.cardinality();
         let channel = sent.as_ref().unwrap_or(&res.channels[index]);
+        let out = (channel.key.as_str(), channel.ty, channel.ids.as_slice());
         let (delivered_ids, delivered) =
-            match self.undelivered(&channel.key, channel.ty, &channel.ids, apps) {
+            match self.undelivered(out, apps, offset as f64, f64::INFINITY) {
                 // every ID delivered: so did every user (each has one)
                 None => (channel.ids.len() as u64, None),
                 Some(ids) => {
@@ -274,8 +321,11 @@ impl UmsRegistry {
                 .map(|i| self.stage((1, 0, 0), (res, i), None, apps))
                 .collect());
         };
-        let mut out = Vec::with_capacity(rule.len());
-        let mut done = Bitmap::new();
+        let mut out: Vec<Stage> = Vec::with_capacity(rule.len());
+        // Users delivered by earlier stages whenever looked at, and the earlier stages whose
+        // deliveries depend on when a later stage goes out (see the module doc).
+        let mut fixed = Bitmap::new();
+        let mut timed: Vec<usize> = Vec::new();
         let mut offset = 0u64;
         for (n, (key, delay)) in rule.iter().enumerate() {
             let index = res
@@ -290,6 +340,11 @@ impl UmsRegistry {
                 })?;
             let c = &res.channels[index];
             offset = offset.saturating_add(*delay);
+            let mut done = Cow::Borrowed(&fixed);
+            for &j in &timed {
+                let d = self.delivered_until(&out[j], res, apps, offset as f64);
+                done.to_mut().or_inplace(&d);
+            }
             let users = c.reached.andnot(&done);
             let sent = if users.cardinality() == c.reached.cardinality() {
                 None
@@ -303,7 +358,11 @@ impl UmsRegistry {
                 Some(ch)
             };
             let stage = self.stage((n as u32 + 1, *delay, offset), (res, index), sent, apps);
-            done.or_inplace(stage.delivered(res));
+            if self.timed(&stage, res, apps).is_some() {
+                timed.push(out.len());
+            } else {
+                fixed.or_inplace(stage.delivered(res));
+            }
             out.push(stage);
         }
         Ok(out)
@@ -449,6 +508,36 @@ mod tests {
         let rule = [("app1".to_string(), 0), ("sms1".to_string(), 5)];
         let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
         // a1 is online (routing wins over the undeliverable list); a0 is offline
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![1]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+
+        // a0 (id 0) comes online 3 s after the send: before stage 2 goes out (5 s), so u0 is
+        // delivered and not retried, when time_to_live lets it receive the push
+        let a0 = r.ids.lookup("a0").unwrap();
+        let timed = |ttl: u64, at: f64| -> AppRoutes {
+            let app = apps["app1"].clone().with_arrivals(&[(a0, at)], ttl);
+            [("app1".to_string(), app)].into()
+        };
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(60, 3.0))
+            .unwrap();
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![0, 1]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p2"]);
+        // time_to_live 0: only devices online at the send count
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(0, 3.0))
+            .unwrap();
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+        // after stage 2 went out: stage 1 delivered u0 (within ttl), stage 2 was still sent
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(60, 7.0))
+            .unwrap();
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![0, 1]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+        // came online after time_to_live: not delivered
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(2, 3.0))
+            .unwrap();
         assert_eq!(st[0].delivered(&res).to_vec(), vec![1]);
         assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
     }
