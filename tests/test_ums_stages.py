@@ -192,8 +192,8 @@ def test_time_to_live_matches_the_model(
             if devices[r][1]] for k in apps
     }  # fmt: skip
     flipped = {k: [r for r in devices if not devices[r][1]] for k in apps}
-    res = reg.resolve(body, devices=dict.fromkeys(apps, jpush), came_online=dict.fromkeys(apps, came),
-                      online=flipped)  # fmt: skip
+    routes = dict.fromkeys(apps, jpush)
+    res = reg.resolve(body, devices=routes, came_online=dict.fromkeys(apps, came), online=flipped)
     other = {r: (p, not o) for r, (p, o) in devices.items()}
     apps = {"app1": other, "app2": other}
     want = model.stages(channels, model.resolve(channels, tags=["t"], apps=apps), rule, apps,
