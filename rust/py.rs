@@ -992,7 +992,7 @@ impl PyUmsRegistry {
         platforms: Option<Vec<String>>,
         apns_production: bool,
         time_to_live: u64,
-        came_online: Option<Vec<(String, Vec<(String, f64)>)>>,
+        came_online: Option<Vec<ArrivalsOf>>,
         online: Option<Vec<(String, Vec<String>)>>,
     ) -> PyResult<PyUmsResolution> {
         let came_online: HashMap<String, Vec<(String, f64)>> =
@@ -1281,6 +1281,9 @@ pub struct PyUmsStage {
     groups: Option<Vec<AppGroupTuple>>,
     channel: Py<PyUmsChannel>,
 }
+
+/// `(app channel key, [(registration ID, seconds after the send)])`: when devices came online.
+type ArrivalsOf = (String, Vec<(String, f64)>);
 
 /// `(platform, vendor, apns_production, ids)` of one JPush delivery group.
 type AppGroupTuple = (
