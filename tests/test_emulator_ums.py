@@ -117,6 +117,10 @@ def test_user_management_survives_a_restart(tmp_path: Path, import_dir: Path):
     bad = {"userid": "u8", "bindings": {"all": {"fax": ["1"]}}}
     assert ums_code(call(emu, "POST", "/v1/users", bad, app=UMS)) == 1015018
     assert ums_code(call(emu, "GET", "/v1/users/u8", app=UMS)) == 1015018
+    # an upload of several users is all or nothing: a refused one changes nothing
+    good = {"userid": "u7", "bindings": {"all": {"sms": ["107"]}}}
+    assert ums_code(call(emu, "POST", "/v1/users", [good, bad], app=UMS)) == 1015018
+    assert ums_code(call(emu, "GET", "/v1/users/u7", app=UMS)) == 1015018
     assert call(emu, "GET", "/v1/users/u9", app=UMS).payload["data"]["userid"] == "u9"
 
     def reached(e: Emulator) -> dict[str, list[str]]:
