@@ -12,14 +12,14 @@ use crate::{chunked, route, snapshot};
 use croaring::{Bitmap, Portable};
 use hashbrown::HashTable;
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 type Shared = Arc<RwLock<Registry>>;
 
@@ -798,6 +798,19 @@ fn names_of(ids: &[u32], capacity: usize, name: impl Fn(u32) -> String) -> PyRes
 #[pyclass(name = "UmsRegistry", module = "reach._core", frozen)]
 pub struct PyUmsRegistry {
     inner: SharedUms,
+    /// The app routing's look-ups per JPush registry (`ums::DeviceMap`), keyed by the
+    /// registry's allocation: a `Weak` keeps that allocation, so its address is not reused by
+    /// another registry while the entry exists; entries of dropped registries are pruned.
+    device_maps: Mutex<Vec<(Weak<RwLock<Registry>>, ums::DeviceMap)>>,
+}
+
+impl PyUmsRegistry {
+    fn wrap(reg: UmsRegistry) -> Self {
+        PyUmsRegistry {
+            inner: Arc::new(RwLock::new(reg)),
+            device_maps: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl PyUmsRegistry {
@@ -815,9 +828,7 @@ impl PyUmsRegistry {
 impl PyUmsRegistry {
     #[new]
     fn new() -> Self {
-        PyUmsRegistry {
-            inner: Arc::new(RwLock::new(UmsRegistry::new())),
-        }
+        PyUmsRegistry::wrap(UmsRegistry::new())
     }
 
     fn __len__(&self) -> usize {
@@ -1031,11 +1042,20 @@ impl PyUmsRegistry {
                 }
                 let r = self.inner.read();
                 let mut res = r.resolve(&spec)?;
-                let locked: Vec<_> = devices.iter().map(|(k, d)| (k, d.read())).collect();
+                let locked: Vec<_> = devices.iter().map(|(k, d)| (k, d, d.read())).collect();
                 let mut routes = ums::AppRoutes::new();
-                for (key, dev) in &locked {
+                let mut maps = self.device_maps.lock();
+                maps.retain(|(w, _)| w.strong_count() > 0);
+                for (key, shared, dev) in &locked {
                     if let Some(c) = res.channels.iter().find(|c| &c.key == *key) {
-                        let mut app = ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref());
+                        let same = |w: &Weak<RwLock<Registry>>| w.as_ptr() == Arc::as_ptr(shared);
+                        let at = maps.iter().position(|(w, _)| same(w)).unwrap_or_else(|| {
+                            maps.push((Arc::downgrade(shared), ums::DeviceMap::new()));
+                            maps.len() - 1
+                        });
+                        let map = &mut maps[at].1;
+                        let mut app =
+                            ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref(), map);
                         let interned = |s: &str| r.channel_id_of(s);
                         if let Some(ids) = online.get(key.as_str()) {
                             let ids: Vec<u32> = ids.iter().filter_map(|s| interned(s)).collect();
@@ -1051,13 +1071,14 @@ impl PyUmsRegistry {
                         routes.insert((*key).clone(), app);
                     }
                 }
+                drop(maps);
                 r.route_apps(&mut res, &routes);
                 let stages = r.stages(&spec, &res, rule.as_deref(), &routes)?;
                 let groups: Vec<Option<Vec<ums::AppGroup>>> = stages
                     .iter()
                     .map(|s| {
                         let ch = s.channel(&res);
-                        let (key, dev) = locked.iter().find(|(k, _)| **k == ch.key)?;
+                        let (key, _, dev) = locked.iter().find(|(k, _, _)| **k == ch.key)?;
                         let app = &routes[key.as_str()];
                         Some(app.groups(dev, &ch.ids, apns_production))
                     })
@@ -1195,10 +1216,7 @@ impl PyUmsRegistry {
     #[staticmethod]
     fn load<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(PyUmsRegistry, Bound<'py, PyBytes>)> {
         let (reg, extra) = py.detach(|| ums::snapshot::load(&path)).or_raise_ums(py)?;
-        let reg = PyUmsRegistry {
-            inner: Arc::new(RwLock::new(reg)),
-        };
-        Ok((reg, PyBytes::new(py, &extra)))
+        Ok((PyUmsRegistry::wrap(reg), PyBytes::new(py, &extra)))
     }
 
     fn memory_usage(&self) -> HashMap<&'static str, usize> {

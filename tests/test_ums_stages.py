@@ -202,6 +202,55 @@ def test_time_to_live_matches_the_model(
     assert got == [(x.key, x.ids, len(x.delivered)) for x in want]
 
 
+APP_IDS = ("r0", "r1", "r2", "r3", "r4")
+app_op = st.one_of(
+    st.tuples(st.just("user"), st.sampled_from(("u0", "u1", "u2")),
+              st.lists(st.sampled_from(APP_IDS), max_size=3)),
+    st.tuples(st.just("device"), st.sampled_from(APP_IDS), st.sampled_from(("android", "ios"))),
+    st.tuples(st.just("delete"), st.sampled_from(APP_IDS), st.none()),
+    st.tuples(st.just("online"), st.sampled_from(APP_IDS), st.booleans()),
+)  # fmt: skip
+
+
+@given(ops=st.lists(app_op, max_size=25), platform=st.sampled_from(("all", "android")))
+def test_app_routing_follows_mutations(ops: list[tuple[str, str, Any]], platform: str) -> None:
+    """One UMS registry and one JPush registry, changed between sends: every send routes as a
+    fresh look-up would (the routing caches the ID -> device map across sends)."""
+    from ums_model import UmsModel
+
+    reg, model, jpush = UmsRegistry(), UmsModel(), Registry()
+    reg.add_channel("app1", "app")
+    model.channels["app1"] = "app"
+    reg.add_template({"template_id": 1, "channels": ["app1"], "content": {"app1": "x"}})
+    live: dict[str, tuple[str, bool]] = {}
+    body = {"template_id": 1, "template_para": {}, "app_para": {"platform": platform}}
+    body["aud_tag"] = ["t"]
+    platforms = None if platform == "all" else (platform,)
+    for kind, name, arg in ops:
+        if kind == "user":
+            binds = {"app1": {"app": arg}}
+            reg.upsert_user(name, {"all": ["t"]}, binds)
+            model.upsert_user(name, {"all": ["t"]}, binds)
+        elif kind == "device":
+            jpush.upsert(name, arg)
+            live[name] = (arg, False)
+        elif kind == "delete":
+            jpush.delete(name)
+            live.pop(name, None)
+        elif name in live:
+            jpush.set_online(name, arg)
+            live[name] = (live[name][0], arg)
+        res = reg.resolve(body, devices={"app1": jpush})
+        apps = {"app1": dict(live)}
+        want = model.resolve(["app1"], tags=["t"], apps=apps, platforms=platforms)
+        assert set(res.channels[0].channel_ids()) == want.channels[0].ids
+        stage = model.stages(["app1"], want, None, apps)[0]
+        assert (res.stages[0].delivered_ids, res.stages[0].delivered) == (
+            len(stage.delivered_ids),
+            len(stage.delivered),
+        )
+
+
 # ---- worked cases and refusals ---------------------------------------------------------------
 
 

@@ -496,7 +496,7 @@ mod tests {
         let app = &res.channels[0];
         let apps: AppRoutes = [(
             "app1".to_string(),
-            AppDevices::new(&r, &app.ids, &dev, None),
+            AppDevices::new(&r, &app.ids, &dev, None, &mut crate::ums::DeviceMap::new()),
         )]
         .into();
         r.route_apps(&mut res, &apps);
