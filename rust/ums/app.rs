@@ -12,6 +12,7 @@
 //! with its device id; `routable` is the set of their UMS ids; `online` ⊆ `routable`;
 //! `arrivals` ascend by time and hold routable ids only.
 
+use super::stages::Members;
 use super::UmsRegistry;
 use crate::registry::{Platform, Registry, Vendor};
 use crate::route;
@@ -54,20 +55,42 @@ impl AppDevices {
         platforms: Option<&[Platform]>,
         map: &mut DeviceMap,
     ) -> Self {
-        let on_platform = |d: u32| {
-            platforms.is_none_or(|ps| ps.iter().any(|&p| devices.platform_bitmap(p).contains(d)))
-        };
         let found = map.lookup(ums, ids, devices);
+        // Many IDs: test them on dense copies of the live devices on the platforms and of the
+        // online ones (a pass over the registry's bitmaps, then a bit test per ID); a few: one
+        // bitmap search per test.
+        let tests = ids.len() as u64;
+        let dense = tests >= (devices.capacity() as u64 / 64).max(4096);
+        let allowed = dense.then(|| {
+            let mut ok = devices.live().clone();
+            if let Some(ps) = platforms {
+                let mut any = Bitmap::new();
+                for &p in ps {
+                    any.or_inplace(devices.platform_bitmap(p));
+                }
+                ok.and_inplace(&any);
+            }
+            ok
+        });
+        let allowed = allowed.as_ref().map(|b| Members::new(b, u64::MAX));
+        let routable = |d: u32| match &allowed {
+            Some(ok) => ok.contains(d),
+            None => {
+                devices.live().contains(d)
+                    && platforms
+                        .is_none_or(|ps| ps.iter().any(|&p| devices.platform_bitmap(p).contains(d)))
+            }
+        };
         let pairs: Vec<(u32, u32)> = ids
             .iter()
             .zip(found)
-            .filter(|&(_, d)| d != NO_DEVICE)
+            .filter(|&(_, d)| d != NO_DEVICE && routable(d))
             .map(|(&i, d)| (i, d))
-            .filter(|&(_, d)| devices.live().contains(d) && on_platform(d))
             .collect();
+        let on = Members::new(devices.online_bitmap(), if dense { u64::MAX } else { 0 });
         let online: Vec<u32> = pairs
             .iter()
-            .filter(|p| devices.online_bitmap().contains(p.1))
+            .filter(|p| on.contains(p.1))
             .map(|p| p.0)
             .collect();
         let routable: Vec<u32> = pairs.iter().map(|p| p.0).collect();
@@ -373,6 +396,52 @@ mod tests {
         assert_eq!(none.delivering(0.0, f64::INFINITY).to_vec(), vec![0]);
         let given = all.with_online(&Bitmap::of(&[1, 3]));
         assert_eq!(given.online.to_vec(), vec![1]);
+    }
+
+    /// Many IDs (the dense path: bit tests on copies of the registry's bitmaps) route as a
+    /// device-by-device check does.
+    #[test]
+    fn many_ids_route_like_one_by_one() {
+        let mut ums = UmsRegistry::new();
+        let mut dev = Registry::new();
+        let n = 9000u32;
+        let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        ums.set_undeliverable(&refs, &[]).unwrap(); // interns them: UMS ids 0..n
+        for i in (0..n).filter(|i| i % 4 != 3) {
+            let p = [Platform::Android, Platform::Ios, Platform::Web][i as usize % 3];
+            dev.upsert(&names[i as usize], p, None, &[], None, None, i % 5 == 0)
+                .unwrap();
+        }
+        for i in (0..n).step_by(11) {
+            dev.delete(&names[i as usize]);
+        }
+        let ids: Vec<u32> = (0..n).collect();
+        for platforms in [None, Some(&[Platform::Ios, Platform::Web][..])] {
+            let app = AppDevices::new(&ums, &ids, &dev, platforms, &mut DeviceMap::new());
+            let (mut routable, mut online) = (Vec::new(), Vec::new());
+            for &i in &ids {
+                let Some(d) = dev.device_id(&names[i as usize]) else {
+                    continue;
+                };
+                let on = platforms
+                    .is_none_or(|ps| ps.iter().any(|&p| dev.platform_bitmap(p).contains(d)));
+                if on {
+                    routable.push(i);
+                    if dev.online_bitmap().contains(d) {
+                        online.push(i);
+                    }
+                }
+            }
+            assert_eq!(app.routable.to_vec(), routable);
+            assert_eq!(app.online.to_vec(), online);
+            let grouped: usize = app
+                .groups(&dev, &ids, true)
+                .iter()
+                .map(|g| g.ids.len())
+                .sum();
+            assert_eq!(grouped, routable.len());
+        }
     }
 
     /// What the cached map answers is always what a fresh look-up answers, whatever was

@@ -123,7 +123,9 @@ impl UmsRegistry {
 
     /// The users of `users` with one of their IDs selected on channel `key` (by the channel
     /// type's rule, `select`) in `ids`. Users with one ID are tested on the dense first-ID
-    /// column in blocks; only users with several IDs are looked at one by one.
+    /// column in blocks; only users with several IDs are looked at one by one. Each binding's
+    /// users come out ascending (singles, then the several-ID ones, merged), so the answer is
+    /// built without a sort; a large test runs on a dense copy of `ids` (`Members`).
     pub fn users_with_ids(
         &self,
         key: &str,
@@ -131,10 +133,12 @@ impl UmsRegistry {
         users: &Bitmap,
         ids: &Bitmap,
     ) -> Bitmap {
-        let mut out = Vec::new();
+        let ids = Members::new(ids, users.cardinality());
+        let mut out = Bitmap::new();
         let mut buf = [0u32; 1024];
         for (b, part) in self.select(key, ty, users) {
             let single = part.andnot(&b.multi);
+            let mut singles = Vec::new();
             let mut it = single.iter();
             loop {
                 let n = it.next_many(&mut buf);
@@ -143,7 +147,7 @@ impl UmsRegistry {
                 }
                 // One column lookup for the block: the users' cache misses overlap.
                 let firsts = b.first.get_many(&buf[..n]);
-                out.extend(
+                singles.extend(
                     buf[..n]
                         .iter()
                         .zip(firsts)
@@ -151,15 +155,28 @@ impl UmsRegistry {
                         .map(|(&u, _)| u),
                 );
             }
-            if !b.multi.is_empty() {
-                let several = part.and(&b.multi);
-                out.extend(several.iter().filter(|&u| {
-                    ids.contains(b.first.get(u)) || b.extras(u).iter().any(|&i| ids.contains(i))
-                }));
+            let several: Vec<u32> = if b.multi.is_empty() {
+                Vec::new()
+            } else {
+                part.and(&b.multi)
+                    .iter()
+                    .filter(|&u| {
+                        ids.contains(b.first.get(u)) || b.extras(u).iter().any(|&i| ids.contains(i))
+                    })
+                    .collect()
+            };
+            let part_out = if several.is_empty() {
+                Bitmap::of(&singles)
+            } else {
+                Bitmap::of(&merge_sorted(&singles, &several))
+            };
+            if out.is_empty() {
+                out = part_out;
+            } else {
+                out.or_inplace(&part_out);
             }
         }
-        out.sort_unstable();
-        Bitmap::of(&out)
+        out
     }
 
     /// Route the app channels of `res` through their JPush apps: IDs that are not routable are
@@ -369,6 +386,51 @@ impl UmsRegistry {
     }
 }
 
+/// Membership in a bitmap, on a dense copy (one bit per value up to its largest) when many
+/// tests will be made: a bit test instead of a container search per test.
+pub(super) enum Members<'a> {
+    Sparse(&'a Bitmap),
+    Dense(croaring::Bitset),
+}
+
+impl<'a> Members<'a> {
+    /// `tests`: about how many tests will be made. The dense copy costs a pass over
+    /// `max / 64` words, worth it when the tests are at least that many.
+    pub(super) fn new(set: &'a Bitmap, tests: u64) -> Self {
+        let words = set.maximum().map_or(0, |m| m as u64 / 64 + 1);
+        match (tests >= words.max(4096))
+            .then(|| set.to_bitset())
+            .flatten()
+        {
+            Some(b) => Members::Dense(b),
+            None => Members::Sparse(set),
+        }
+    }
+
+    pub(super) fn contains(&self, v: u32) -> bool {
+        match self {
+            Members::Sparse(b) => b.contains(v),
+            Members::Dense(b) => b.get(v as usize),
+        }
+    }
+}
+
+/// The union of two ascending, distinct lists, ascending and distinct.
+fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => (out.push(a[i]), i += 1),
+            std::cmp::Ordering::Greater => (out.push(b[j]), j += 1),
+            std::cmp::Ordering::Equal => (out.push(a[i]), (i, j) = (i + 1, j + 1)),
+        };
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 /// The IDs of `ids` (ascending) that are in `set` (`keep_in`) or not in it, by merging with
 /// the part of `set` within their range when that part is no larger than `ids` (IDs of other
 /// channels are interned in other ranges, so usually it is empty), else by probing each ID. `None` when it keeps all of them
@@ -540,5 +602,53 @@ mod tests {
             .unwrap();
         assert_eq!(st[0].delivered(&res).to_vec(), vec![1]);
         assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+    }
+
+    /// Large enough for the dense paths (`Members`, ≥ 4096 tests): the answers are the ones a
+    /// user-by-user check gives.
+    #[test]
+    fn dense_membership_matches_user_by_user() {
+        let mut r = UmsRegistry::new();
+        r.add_channel("sms1", Sms).unwrap();
+        let n = 6000;
+        for u in 0..n {
+            let own: Vec<String> = (0..1 + u % 3).map(|k| format!("o{u}-{k}")).collect();
+            let own: Vec<&str> = own.iter().map(String::as_str).collect();
+            let glob = [format!("g{u}")];
+            let glob: Vec<&str> = glob.iter().map(String::as_str).collect();
+            let binds: Vec<(&str, ChannelType, &[&str])> = if u % 5 == 0 {
+                vec![("all", Sms, &glob)] // global only: the second part of OwnElseGlobal
+            } else {
+                vec![("sms1", Sms, &own), ("all", Sms, &glob)]
+            };
+            r.upsert_user(&user(&format!("u{u}"), &[], &binds)).unwrap();
+        }
+        let users = Bitmap::from_range(0..n);
+        // every 7th ID string delivers
+        let ids: Vec<u32> = (0..r.ids.len() as u32).filter(|i| i % 7 == 0).collect();
+        let set = Bitmap::of(&ids);
+        assert!(matches!(
+            Members::new(&set, users.cardinality()),
+            Members::Dense(_)
+        ));
+        let got = r.users_with_ids("sms1", Sms, &users, &set);
+        let want: Vec<u32> = (0..n)
+            .filter(|&u| {
+                let rec = r.user(&format!("u{u}")).unwrap();
+                let own = rec.bindings.get("sms1").and_then(|b| b.get(&Sms));
+                let chosen = own.or_else(|| rec.bindings["all"].get(&Sms)).unwrap();
+                chosen
+                    .iter()
+                    .any(|s| set.contains(r.ids.lookup(s).unwrap()))
+            })
+            .collect();
+        assert_eq!(got.to_vec(), want);
+        let sparse = Members::new(&set, 0);
+        assert!(matches!(sparse, Members::Sparse(_)));
+        for v in 0..r.ids.len() as u32 + 70 {
+            assert_eq!(sparse.contains(v), set.contains(v));
+            assert_eq!(Members::new(&set, u64::MAX).contains(v), set.contains(v));
+        }
+        assert_eq!(merge_sorted(&[1, 3, 5], &[2, 3, 9]), vec![1, 2, 3, 5, 9]);
     }
 }
