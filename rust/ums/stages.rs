@@ -488,8 +488,9 @@ fn merge(ids: &[u32], set: &Bitmap, keep_in: bool) -> Option<Vec<u32>> {
         return None;
     };
     let within = set.range_cardinality(lo..=hi);
-    if within == 0 && !keep_in {
-        return None;
+    if within == 0 {
+        // none of `set` in their range: keep all (for certain) or none
+        return if keep_in { Some(Vec::new()) } else { None };
     }
     if within > ids.len() as u64 {
         // Few IDs spread over a crowded range (a small send): probing each is cheaper.
