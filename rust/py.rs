@@ -12,14 +12,14 @@ use crate::{chunked, route, snapshot};
 use croaring::{Bitmap, Portable};
 use hashbrown::HashTable;
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 type Shared = Arc<RwLock<Registry>>;
 
@@ -821,6 +821,19 @@ fn names_of(ids: &[u32], capacity: usize, name: impl Fn(u32) -> String) -> PyRes
 #[pyclass(name = "UmsRegistry", module = "reach._core", frozen)]
 pub struct PyUmsRegistry {
     inner: SharedUms,
+    /// The app routing's look-ups per JPush registry (`ums::DeviceMap`), keyed by the
+    /// registry's allocation: a `Weak` keeps that allocation, so its address is not reused by
+    /// another registry while the entry exists; entries of dropped registries are pruned.
+    device_maps: Mutex<Vec<(Weak<RwLock<Registry>>, ums::DeviceMap)>>,
+}
+
+impl PyUmsRegistry {
+    fn wrap(reg: UmsRegistry) -> Self {
+        PyUmsRegistry {
+            inner: Arc::new(RwLock::new(reg)),
+            device_maps: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl Locked for PyUmsRegistry {
@@ -837,9 +850,7 @@ impl Locked for PyUmsRegistry {
 impl PyUmsRegistry {
     #[new]
     fn new() -> Self {
-        PyUmsRegistry {
-            inner: Arc::new(RwLock::new(UmsRegistry::new())),
-        }
+        PyUmsRegistry::wrap(UmsRegistry::new())
     }
 
     fn __len__(&self) -> usize {
@@ -991,8 +1002,12 @@ impl PyUmsRegistry {
     /// Resolve a send over the channels of its template. One target: `broadcast`, `tags`,
     /// `userids`, `segment` or `custom` (`[(type, [IDs])]`). `rule`: the send strategy's
     /// `(channel key, delay)` stages; `apps`: `(app channel key, JPush registry)` to route
-    /// those channels through, under `platforms` (None: all) and `apns_production`.
-    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None, rule=None, apps=None, platforms=None, apns_production=true))]
+    /// those channels through, under `platforms` (None: all) and `apns_production`;
+    /// `time_to_live` (seconds), `came_online` (`(app channel key, [(ID, seconds after the
+    /// send)])`: when devices came online) and `online` (`(app channel key, [IDs])`: the IDs
+    /// whose device was online at the send, instead of the JPush registry's online flags)
+    /// decide the app channels' deliveries.
+    #[pyo3(signature = (channels, broadcast=false, tags=None, userids=None, segment=None, custom=None, black=None, white=None, rule=None, apps=None, platforms=None, apns_production=true, time_to_live=0, came_online=None, online=None))]
     #[allow(clippy::too_many_arguments)]
     fn resolve(
         &self,
@@ -1009,7 +1024,13 @@ impl PyUmsRegistry {
         apps: Option<Vec<(String, Py<PyRegistry>)>>,
         platforms: Option<Vec<String>>,
         apns_production: bool,
+        time_to_live: u64,
+        came_online: Option<Vec<ArrivalsOf>>,
+        online: Option<Vec<(String, Vec<String>)>>,
     ) -> PyResult<PyUmsResolution> {
+        let came_online: HashMap<String, Vec<(String, f64)>> =
+            came_online.unwrap_or_default().into_iter().collect();
+        let online: HashMap<String, Vec<String>> = online.unwrap_or_default().into_iter().collect();
         let target = match (broadcast, tags, userids, segment, custom) {
             (true, None, None, None, None) => Target::Broadcast,
             (false, Some(t), None, None, None) => Target::Tags(t),
@@ -1036,33 +1057,59 @@ impl PyUmsRegistry {
             .into_iter()
             .map(|(k, r)| (k, r.get().inner.clone()))
             .collect();
-        let (res, stages, groups) = py
+        let (res, stages, groups, app_online) = py
             .detach(|| {
                 if matches!(spec.target, Target::Custom(_)) {
                     self.inner.write().prepare(&spec)?;
                 }
                 let r = self.inner.read();
                 let mut res = r.resolve(&spec)?;
-                let locked: Vec<_> = devices.iter().map(|(k, d)| (k, d.read())).collect();
+                let locked: Vec<_> = devices.iter().map(|(k, d)| (k, d, d.read())).collect();
                 let mut routes = ums::AppRoutes::new();
-                for (key, dev) in &locked {
+                let mut maps = self.device_maps.lock();
+                maps.retain(|(w, _)| w.strong_count() > 0);
+                for (key, shared, dev) in &locked {
                     if let Some(c) = res.channels.iter().find(|c| &c.key == *key) {
-                        let app = ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref());
+                        let same = |w: &Weak<RwLock<Registry>>| w.as_ptr() == Arc::as_ptr(shared);
+                        let at = maps.iter().position(|(w, _)| same(w)).unwrap_or_else(|| {
+                            maps.push((Arc::downgrade(shared), ums::DeviceMap::new()));
+                            maps.len() - 1
+                        });
+                        let map = &mut maps[at].1;
+                        let mut app =
+                            ums::AppDevices::new(&r, &c.ids, dev, platforms.as_deref(), map);
+                        let interned = |s: &str| r.channel_id_of(s);
+                        if let Some(ids) = online.get(key.as_str()) {
+                            let ids: Vec<u32> = ids.iter().filter_map(|s| interned(s)).collect();
+                            app = app.with_online(&Bitmap::of(&ids));
+                        }
+                        if let Some(events) = came_online.get(key.as_str()) {
+                            let events: Vec<(u32, f64)> = events
+                                .iter()
+                                .filter_map(|(s, t)| Some((interned(s)?, *t)))
+                                .collect();
+                            app = app.with_arrivals(&events, time_to_live);
+                        }
                         routes.insert((*key).clone(), app);
                     }
                 }
+                drop(maps);
                 r.route_apps(&mut res, &routes);
                 let stages = r.stages(&spec, &res, rule.as_deref(), &routes)?;
                 let groups: Vec<Option<Vec<ums::AppGroup>>> = stages
                     .iter()
                     .map(|s| {
                         let ch = s.channel(&res);
-                        let (key, dev) = locked.iter().find(|(k, _)| **k == ch.key)?;
+                        let (key, _, dev) = locked.iter().find(|(k, _, _)| **k == ch.key)?;
                         let app = &routes[key.as_str()];
                         Some(app.groups(dev, &ch.ids, apns_production))
                     })
                     .collect();
-                Ok((res, stages, groups))
+                let app_online: HashMap<String, Vec<u32>> = routes
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.online.to_vec()))
+                    .collect();
+                Ok((res, stages, groups, app_online))
             })
             .or_raise_ums(py)?;
         let per_stage: Vec<u64> = stages
@@ -1137,9 +1184,14 @@ impl PyUmsRegistry {
                 Py::new(py, stage)
             })
             .collect::<PyResult<_>>()?;
+        let app_online = app_online
+            .into_iter()
+            .map(|(k, ids)| (k, ids_array(py, ids).unbind()))
+            .collect();
         Ok(PyUmsResolution {
             channels,
             stages,
+            app_online,
             audience: res.audience.cardinality(),
             delivered,
             unreachable: res.unreachable,
@@ -1186,10 +1238,7 @@ impl PyUmsRegistry {
     #[staticmethod]
     fn load<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(PyUmsRegistry, Bound<'py, PyBytes>)> {
         let (reg, extra) = py.detach(|| ums::snapshot::load(&path)).or_raise_ums(py)?;
-        let reg = PyUmsRegistry {
-            inner: Arc::new(RwLock::new(reg)),
-        };
-        Ok((reg, PyBytes::new(py, &extra)))
+        Ok((PyUmsRegistry::wrap(reg), PyBytes::new(py, &extra)))
     }
 
     fn memory_usage(&self) -> HashMap<&'static str, usize> {
@@ -1273,6 +1322,9 @@ pub struct PyUmsStage {
     channel: Py<PyUmsChannel>,
 }
 
+/// `(app channel key, [(registration ID, seconds after the send)])`: when devices came online.
+type ArrivalsOf = (String, Vec<(String, f64)>);
+
 /// `(platform, vendor, apns_production, ids)` of one JPush delivery group.
 type AppGroupTuple = (
     &'static str,
@@ -1338,6 +1390,7 @@ impl PyUmsStage {
 pub struct PyUmsResolution {
     channels: Vec<Py<PyUmsChannel>>,
     stages: Vec<Py<PyUmsStage>>,
+    app_online: HashMap<String, Py<PyArray1<u32>>>,
     audience: u64,
     delivered: u64,
     unreachable: Bitmap,
@@ -1347,6 +1400,16 @@ pub struct PyUmsResolution {
 
 #[pymethods]
 impl PyUmsResolution {
+    /// Per app channel routed through a JPush app: the interned IDs of its routable IDs whose
+    /// device was online at the send (the `online` given, else the JPush registry's flags).
+    #[getter]
+    fn app_online(&self, py: Python<'_>) -> HashMap<String, Py<PyArray1<u32>>> {
+        self.app_online
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone_ref(py)))
+            .collect()
+    }
+
     /// The template's channels, in its order.
     #[getter]
     fn channels(&self, py: Python<'_>) -> Vec<Py<PyUmsChannel>> {

@@ -22,7 +22,7 @@ mod resolve;
 pub mod snapshot;
 mod stages;
 
-pub use app::{AppDevices, AppGroup};
+pub use app::{AppDevices, AppGroup, DeviceMap};
 pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target, UserNames};
 pub use stages::{AppRoutes, Stage};
 

@@ -117,6 +117,10 @@ def test_user_management_survives_a_restart(tmp_path: Path, import_dir: Path):
     bad = {"userid": "u8", "bindings": {"all": {"fax": ["1"]}}}
     assert ums_code(call(emu, "POST", "/v1/users", bad, app=UMS)) == 1015018
     assert ums_code(call(emu, "GET", "/v1/users/u8", app=UMS)) == 1015018
+    # an upload of several users is all or nothing: a refused one changes nothing
+    good = {"userid": "u7", "bindings": {"all": {"sms": ["107"]}}}
+    assert ums_code(call(emu, "POST", "/v1/users", [good, bad], app=UMS)) == 1015018
+    assert ums_code(call(emu, "GET", "/v1/users/u7", app=UMS)) == 1015018
     assert call(emu, "GET", "/v1/users/u9", app=UMS).payload["data"]["userid"] == "u9"
 
     def reached(e: Emulator) -> dict[str, list[str]]:
@@ -332,3 +336,68 @@ def test_reach_serve_refuses_an_unknown_channel_app(
     args += ["--import", str(import_dir), "--store", str(tmp_path / "s"), "--port", "0"]
     assert main(args) == 2
     assert "nope" in capsys.readouterr().err
+
+
+# ---- time_to_live: later stages are fixed when released --------------------------------------
+
+
+def staged_stages(emu: Emulator, msgid: str) -> list[tuple[int, bool, list[str]]]:
+    """(stage, final, IDs) of every stage of a message, as the inspection shows it now."""
+    m = batches(emu, msgid)
+    ids: dict[int, list[str]] = {}
+    for b in m["batches"]:
+        ids.setdefault(b["stage"], []).extend(b["ids"])
+    return [(s["stage"], s["final"], sorted(ids.get(s["stage"], []))) for s in m["stages"]]
+
+
+def test_later_stages_honour_time_to_live(tmp_path: Path, staged_dir: Path):
+    """Stages: push (app, at 0), sms1 (at 120), wx1 (at 720). u1's device is online; u2's
+    (1a0018970ab) comes online 60 s after the send; u2's phone 138 is undeliverable."""
+    from emu import Clock
+
+    clock = Clock()
+    emu = Emulator(Store(tmp_path / "store"), [APP], ums=[UMS], ums_import=staged_dir,
+                   clock=clock)  # fmt: skip
+    online = {"registration_id": "1a0018970aa", "platform": "android", "online": True}
+    register(emu, online, {"registration_id": "1a0018970ab", "platform": "ios"})
+    sent = {ttl: send(emu, {**STAGED, "app_para": {"platform": "all", "time_to_live": ttl}})
+            for ttl in (600, 30, 0)}  # fmt: skip
+    msg = {ttl: r.payload["msgid"] for ttl, r in sent.items()}
+    # before stage 2's release time it is provisional: resolved as at the send
+    assert staged_stages(emu, msg[600]) == [
+        (1, True, ["1a0018970aa", "1a0018970ab"]),
+        (2, False, ["137", "138"]),
+        (3, False, ["o2"]),
+    ]
+    clock.now += 60
+    path = "/_emulator/devices/1a0018970ab/online"
+    assert call(emu, "POST", path, {"online": True}).status == 200
+    clock.now += 60  # stage 2 is released
+    # u2 received the app push (online at +60, within time_to_live 600): not retried by SMS,
+    # and not by WeChat either
+    assert staged_stages(emu, msg[600]) == [
+        (1, True, ["1a0018970aa", "1a0018970ab"]),
+        (2, True, ["137"]),
+        (3, False, []),
+    ]
+    for ttl in (30, 0):  # came online after time_to_live, or time_to_live 0: retried
+        assert staged_stages(emu, msg[ttl])[1:] == [(2, True, ["137", "138"]), (3, False, ["o2"])]
+    # a fixed stage keeps its batches when the account changes; later ones follow the change
+    und = "/_emulator/ums/undeliverable"
+    assert call(emu, "POST", und, {"add": ["137"]}, app=UMS).payload["code"] == 0
+    clock.now += 600  # stage 3 is released: u3's SMS (137) did not deliver, but u3 has no WeChat
+    m = batches(emu, msg[600])
+    assert staged_stages(emu, msg[600])[1:] == [(2, True, ["137"]), (3, True, [])]
+    assert "pending" not in m and all(s["final"] for s in m["stages"])
+    # a device that comes online after a stage went out does not stop it
+    assert call(emu, "POST", path, {"online": False}).status == 200
+    late = send(emu, STAGED).payload["msgid"]
+    clock.now += 130
+    assert call(emu, "POST", path, {"online": True}).status == 200
+    clock.now += 100
+    assert staged_stages(emu, late)[1:] == [(2, True, ["137", "138"]), (3, False, [])]
+    # fixed stages are stored: a restart shows them as they were
+    want = {k: staged_stages(emu, k) for k in (*msg.values(), late)}
+    emu.store.close()
+    again = Emulator(Store(tmp_path / "store"), [APP], ums=[UMS], clock=clock)
+    assert {k: staged_stages(again, k) for k in want} == want

@@ -31,7 +31,12 @@ def delivery(draw: st.DrawFn, channels: list[str]) -> dict[str, Any]:
             max_size=8,
         )
     )
+    came_online = st.lists(
+        st.tuples(st.sampled_from((*IDS, "x1")), st.integers(0, 1800).map(float)), max_size=6
+    )
     return {
+        "came_online": draw(came_online),
+        "ttl": draw(st.sampled_from((0, 1, 60, 600, 86400))),
         "rule": list(zip(order, delays, strict=True)) if draw(st.integers(0, 3)) else None,
         "undeliverable": draw(st.lists(st.sampled_from((*IDS, "x2")), unique=True, max_size=5)),
         "devices": devices if draw(st.booleans()) else None,
@@ -69,8 +74,8 @@ def test_stages_match_the_model(w: dict[str, Any], s: dict[str, Any], data: st.D
         stages = [{"channel_key": k, "delay": t} for k, t in d["rule"]]
         reg.add_rule({"rule_id": 5, "stages": stages})
         body["rule_id"] = 5
-    if d["platforms"] is not None:
-        body["app_para"] = {"platform": list(d["platforms"])}
+    platform = list(d["platforms"]) if d["platforms"] is not None else "all"
+    body["app_para"] = {"platform": platform, "time_to_live": d["ttl"]}
     reg.set_undeliverable(d["undeliverable"])
     model.undeliverable = set(d["undeliverable"])
     apps: dict[str, Devices] = {}
@@ -79,7 +84,10 @@ def test_stages_match_the_model(w: dict[str, Any], s: dict[str, Any], data: st.D
         for rid, (platform, online) in d["devices"].items():
             jpush.upsert(rid, platform, online=online)
         apps = {k: d["devices"] for k in channels if model.channels[k] == "app"}
-    res = reg.resolve(body, broadcast=s["broadcast"], devices=dict.fromkeys(apps, jpush))
+    came_online = dict.fromkeys(apps, d["came_online"])
+    res = reg.resolve(
+        body, broadcast=s["broadcast"], devices=dict.fromkeys(apps, jpush), came_online=came_online
+    )
 
     sent = targets(body)
     custom = sent["custom"]
@@ -96,7 +104,7 @@ def test_stages_match_the_model(w: dict[str, Any], s: dict[str, Any], data: st.D
     assert set(res.unreachable_userids()) == want.unreachable
 
     rule = d["rule"] if custom is None else None  # the seed: no strategy for custom IDs
-    stages = model.stages(channels, want, rule, apps)
+    stages = model.stages(channels, want, rule, apps, came_online, d["ttl"])
     assert len(res.stages) == len(stages)
     for got, exp in zip(res.stages, stages, strict=True):
         assert (got.stage, got.channel.key, got.delay, got.offset) == (
@@ -122,6 +130,125 @@ def test_stages_match_the_model(w: dict[str, Any], s: dict[str, Any], data: st.D
     ]
     assert [x["stage"] for x in steps if x["step"] == "delivered"] == [x.stage for x in stages]
     assert steps[-1]["step"] == "unreachable" and steps[-1]["count"] == len(want.unreachable)
+
+
+@given(
+    online=st.lists(st.booleans(), min_size=4, max_size=4),
+    events=st.lists(st.tuples(st.sampled_from(("r0", "r1", "r2", "r3", "p0")), st.integers(0, 12))),
+    ttl=st.integers(0, 8),
+    order=st.permutations(("app1", "sms1", "app2")),
+    delays=st.lists(st.integers(0, 6), min_size=3, max_size=3),
+    undeliverable=st.lists(st.sampled_from(("p0", "p1", "p2", "p3")), unique=True),
+)
+def test_time_to_live_matches_the_model(
+    online: list[bool],
+    events: list[tuple[str, int]],
+    ttl: int,
+    order: list[str],
+    delays: list[int],
+    undeliverable: list[str],
+) -> None:
+    """Small times, so that events fall on every boundary: at a stage's release, at the end of
+    its time_to_live, before and after the stage."""
+    from ums_model import UmsModel
+
+    reg, model = UmsRegistry(), UmsModel()
+    for key, kind in (("app1", "app"), ("sms1", "sms"), ("app2", "app")):
+        reg.add_channel(key, kind)
+        model.channels[key] = kind
+    channels = ["app1", "sms1", "app2"]
+    reg.add_template(
+        {"template_id": 1, "channels": channels, "content": dict.fromkeys(channels, "x")}
+    )
+    rule = list(zip(order, delays, strict=True))
+    reg.add_rule({"rule_id": 2, "stages": [{"channel_key": k, "delay": t} for k, t in rule]})
+    jpush = Registry()
+    devices: dict[str, tuple[str, bool]] = {}
+    for i in range(4):
+        binds = {"app1": {"app": [f"r{i}"]}, "app2": {"app": [f"r{(i + 1) % 4}"]}}
+        binds["all"] = {"sms": [f"p{i}"]}
+        reg.upsert_user(f"u{i}", {"all": ["t"]}, binds)
+        model.upsert_user(f"u{i}", {"all": ["t"]}, binds)
+        jpush.upsert(f"r{i}", "android", online=online[i])
+        devices[f"r{i}"] = ("android", online[i])
+    reg.set_undeliverable(undeliverable)
+    model.undeliverable = set(undeliverable)
+    came = [(r, float(t)) for r, t in events]
+    body = {"aud_tag": ["t"], "template_id": 1, "template_para": {}, "rule_id": 2,
+            "app_para": {"platform": "all", "time_to_live": ttl}}  # fmt: skip
+    apps = {"app1": devices, "app2": devices}
+    res = reg.resolve(
+        body, devices=dict.fromkeys(apps, jpush), came_online=dict.fromkeys(apps, came)
+    )
+    want = model.stages(channels, model.resolve(channels, tags=["t"], apps=apps), rule, apps,
+                        dict.fromkeys(apps, came), ttl)  # fmt: skip
+    got = [(x.channel.key, set(x.channel.channel_ids()), x.delivered_ids, x.delivered)
+           for x in res.stages]  # fmt: skip
+    assert got == [(x.key, x.ids, len(x.delivered_ids), len(x.delivered)) for x in want]
+    assert res.delivered == len(set().union(*(x.delivered for x in want)))
+    # the devices online at the send can be given instead of read from the registry
+    assert {k: reg.channel_ids(v) for k, v in res.app_online.items()} == {
+        k: [r for r in sorted(reg.channel_ids(res.channels[channels.index(k)].ids))
+            if devices[r][1]] for k in apps
+    }  # fmt: skip
+    flipped = {k: [r for r in devices if not devices[r][1]] for k in apps}
+    routes = dict.fromkeys(apps, jpush)
+    res = reg.resolve(body, devices=routes, came_online=dict.fromkeys(apps, came), online=flipped)
+    other = {r: (p, not o) for r, (p, o) in devices.items()}
+    apps = {"app1": other, "app2": other}
+    want = model.stages(channels, model.resolve(channels, tags=["t"], apps=apps), rule, apps,
+                        dict.fromkeys(apps, came), ttl)  # fmt: skip
+    got = [(x.channel.key, set(x.channel.channel_ids()), x.delivered) for x in res.stages]
+    assert got == [(x.key, x.ids, len(x.delivered)) for x in want]
+
+
+APP_IDS = ("r0", "r1", "r2", "r3", "r4")
+app_op = st.one_of(
+    st.tuples(st.just("user"), st.sampled_from(("u0", "u1", "u2")),
+              st.lists(st.sampled_from(APP_IDS), max_size=3)),
+    st.tuples(st.just("device"), st.sampled_from(APP_IDS), st.sampled_from(("android", "ios"))),
+    st.tuples(st.just("delete"), st.sampled_from(APP_IDS), st.none()),
+    st.tuples(st.just("online"), st.sampled_from(APP_IDS), st.booleans()),
+)  # fmt: skip
+
+
+@given(ops=st.lists(app_op, max_size=25), platform=st.sampled_from(("all", "android")))
+def test_app_routing_follows_mutations(ops: list[tuple[str, str, Any]], platform: str) -> None:
+    """One UMS registry and one JPush registry, changed between sends: every send routes as a
+    fresh look-up would (the routing caches the ID -> device map across sends)."""
+    from ums_model import UmsModel
+
+    reg, model, jpush = UmsRegistry(), UmsModel(), Registry()
+    reg.add_channel("app1", "app")
+    model.channels["app1"] = "app"
+    reg.add_template({"template_id": 1, "channels": ["app1"], "content": {"app1": "x"}})
+    live: dict[str, tuple[str, bool]] = {}
+    body = {"template_id": 1, "template_para": {}, "app_para": {"platform": platform}}
+    body["aud_tag"] = ["t"]
+    platforms = None if platform == "all" else (platform,)
+    for kind, name, arg in ops:
+        if kind == "user":
+            binds = {"app1": {"app": arg}}
+            reg.upsert_user(name, {"all": ["t"]}, binds)
+            model.upsert_user(name, {"all": ["t"]}, binds)
+        elif kind == "device":
+            jpush.upsert(name, arg)
+            live[name] = (arg, False)
+        elif kind == "delete":
+            jpush.delete(name)
+            live.pop(name, None)
+        elif name in live:
+            jpush.set_online(name, arg)
+            live[name] = (live[name][0], arg)
+        res = reg.resolve(body, devices={"app1": jpush})
+        apps = {"app1": dict(live)}
+        want = model.resolve(["app1"], tags=["t"], apps=apps, platforms=platforms)
+        assert set(res.channels[0].channel_ids()) == want.channels[0].ids
+        stage = model.stages(["app1"], want, None, apps)[0]
+        assert (res.stages[0].delivered_ids, res.stages[0].delivered) == (
+            len(stage.delivered_ids),
+            len(stage.delivered),
+        )
 
 
 # ---- worked cases and refusals ---------------------------------------------------------------

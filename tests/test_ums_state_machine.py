@@ -31,7 +31,8 @@ class UmsMachine(RuleBasedStateMachine):
         self.reg = UmsRegistry()
         self.model = UmsModel()
         self.jpush = Registry()
-        self.online: dict[str, bool] = {}
+        self.online: dict[str, bool] = {}  # the live JPush devices
+        self.platform = dict(PLATFORM)
         self.dir = tempfile.TemporaryDirectory()
 
     def teardown(self) -> None:
@@ -137,8 +138,22 @@ class UmsMachine(RuleBasedStateMachine):
 
     @rule(rid=st.sampled_from(DEVICES), online=st.booleans())
     def set_online(self, rid: str, online: bool) -> None:
-        self.jpush.set_online(rid, online)
-        self.online[rid] = online
+        if rid in self.online:
+            self.jpush.set_online(rid, online)
+            self.online[rid] = online
+
+    # JPush devices come and go between sends: the app routing's cached look-ups
+    # (rust/ums/app.rs, DeviceMap) must follow. Any UMS ID may become a device.
+    @rule(rid=st.sampled_from(IDS), platform=st.sampled_from(("android", "ios", "web")))
+    def register_device(self, rid: str, platform: str) -> None:
+        self.jpush.upsert(rid, platform)
+        self.platform[rid] = platform
+        self.online[rid] = False
+
+    @rule(rid=st.sampled_from(IDS))
+    def delete_device(self, rid: str) -> None:
+        assert self.jpush.delete(rid) == (rid in self.online)
+        self.online.pop(rid, None)
 
     @rule()
     def snapshot_and_reload(self) -> None:
@@ -203,7 +218,7 @@ class UmsMachine(RuleBasedStateMachine):
         assert refusal is None
         apps = {}
         if routed and "c0" in channels:
-            apps["c0"] = {r: (PLATFORM[r], self.online[r]) for r in DEVICES}
+            apps["c0"] = {r: (self.platform[r], on) for r, on in self.online.items()}
         want = self.model.resolve(
             channels,
             broadcast=kind == "broadcast",

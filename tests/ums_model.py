@@ -10,6 +10,11 @@ there on the platforms, and such an ID delivers when its device is online. A use
 a stage when one of its IDs selected on the stage's channel (before any list) was delivered.
 Stage 1 is the strategy's first channel; stage k sends the channel's reached users that no
 earlier stage delivered to, with their IDs.
+
+Time (``time_to_live``): a routed app ID sent at ``at`` seconds after the send also delivers
+when its device came online at a time ``t`` with ``at <= t <= at + time_to_live`` (never for
+``time_to_live`` 0); seen from a later stage at offset ``o``, only if also ``t < o``. A stage's
+own ``delivered`` is seen at the end of its ``time_to_live``.
 """
 
 from __future__ import annotations
@@ -171,35 +176,47 @@ class UmsModel:
         answer: Answer,
         rule: Sequence[tuple[str, int]] | None,
         apps: Mapping[str, Devices] | None = None,
+        came_online: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+        ttl: int = 0,
     ) -> list[StageAnswer]:
         """The stages of a resolved send (``rule``: (channel key, delay); None, or custom
-        channel IDs: every channel at once, stage 1)."""
+        channel IDs: every channel at once, stage 1). ``came_online``: app channel key ->
+        (registration ID, seconds after the send) when its device came online."""
         apps = apps or {}
+        came_online = came_online or {}
         kinds = {key: self.channels[key] for key in channels}
 
-        def delivers(key: str, rid: str) -> bool:
+        def delivers(key: str, rid: str, at: float, seen: float) -> bool:
             if kinds[key] == "app" and key in apps:
-                return apps[key][rid][1]
+                late = ttl > 0 and any(
+                    r == rid and at <= t <= at + ttl and t < seen
+                    for r, t in came_online.get(key, ())
+                )
+                return apps[key][rid][1] or late
             return rid not in self.undeliverable
+
+        def delivered_by(s: StageAnswer, seen: float) -> set[str]:
+            ok = {r for r in s.ids if delivers(s.key, r, s.offset, seen)}
+            return {u for u in s.users if set(self._ids(u, s.key, kinds[s.key])) & ok}
 
         def stage(n: int, key: str, delay: int, offset: int, users: set[str]) -> StageAnswer:
             c = answer.channels[list(channels).index(key)]
             ids = set().union(*(c.per_user[u] for u in users)) if users else set()
             if not c.per_user:  # custom channel IDs: no users
                 ids = c.ids
-            sent = {r for r in ids if delivers(key, r)}
-            delivered = {u for u in users if set(self._ids(u, key, kinds[key])) & sent}
-            return StageAnswer(n, key, delay, offset, ids, users, sent, delivered)
+            out = StageAnswer(n, key, delay, offset, ids, users, set(), set())
+            out.delivered_ids = {r for r in ids if delivers(key, r, offset, float("inf"))}
+            out.delivered = delivered_by(out, float("inf"))
+            return out
 
         if rule is None:
             pairs = zip(channels, answer.channels, strict=True)
             return [stage(1, k, 0, 0, set(c.reached)) for k, c in pairs]
         out: list[StageAnswer] = []
-        done: set[str] = set()
         offset = 0
         for n, (key, delay) in enumerate(rule, 1):
             offset += delay
             reached = answer.channels[list(channels).index(key)].reached
+            done = set().union(*(delivered_by(s, offset) for s in out))
             out.append(stage(n, key, delay, offset, reached - done))
-            done |= out[-1].delivered
         return out

@@ -234,6 +234,10 @@ class UmsResolution:
     def stages(self) -> list[UmsStage]:
         """The stages, in order (without a send strategy: every channel, all stage 1)."""
     @property
+    def app_online(self) -> dict[str, npt.NDArray[np.uint32]]:
+        """Per app channel routed through a JPush app: the interned IDs of its routable IDs
+        whose device was online at the send."""
+    @property
     def audience(self) -> int:
         """How many users the send targets (0 for custom channel IDs)."""
     @property
@@ -296,6 +300,9 @@ class UmsRegistry:
         apps: Sequence[tuple[str, Registry]] | None = None,
         platforms: Sequence[str] | None = None,
         apns_production: bool = True,
+        time_to_live: int = 0,
+        came_online: Sequence[tuple[str, Sequence[tuple[str, float]]]] | None = None,
+        online: Sequence[tuple[str, Sequence[str]]] | None = None,
     ) -> UmsResolution: ...
     def set_undeliverable(self, add: Sequence[str] = ..., remove: Sequence[str] = ...) -> None: ...
     def undeliverable(self) -> list[str]: ...

@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -730,6 +730,8 @@ class UmsRegistry:
         *,
         broadcast: bool = False,
         devices: Mapping[str, Registry] | None = None,
+        came_online: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+        online: Mapping[str, Sequence[str]] | None = None,
     ) -> UmsResolution:
         """Resolve a template send (``broadcast``: the ``/v1/template/broadcast`` API) into
         the IDs of every channel of its template, and its stages; refusals raise ``UmsError``.
@@ -740,7 +742,17 @@ class UmsRegistry:
         ``devices``: app channel key -> the JPush ``Registry`` its IDs are registration IDs of;
         such a channel sends only to live devices on ``app_para.platform``, in JPush's
         platform/vendor groups (``UmsStage.groups``), and an ID delivers when its device is
-        online.
+        online at the send, or, with ``app_para.time_to_live`` > 0, came online at most that
+        many seconds after its stage went out.
+
+        A later stage's audience depends on what happened after the send: ``came_online``
+        gives, per app channel key, ``(registration ID, seconds after the send)`` for each time
+        a device came online. A later stage at ``offset`` seconds counts an earlier app stage's
+        ID as delivered when its device was online at the send or came online before
+        ``offset`` and within ``time_to_live`` of its stage (``rust/ums/stages.rs``).
+        ``online`` (app channel key -> registration IDs) gives the devices online at the send
+        when the send is resolved later than it went out (default: the JPush registry's online
+        flags now); ``UmsResolution.app_online`` answers them.
 
         >>> from reach import Registry
         >>> reg = UmsRegistry()
@@ -783,6 +795,11 @@ class UmsRegistry:
             apps=[(k, r._core) for k, r in (devices or {}).items()] or None,
             platforms=list(app.platform) if app is not None and app.platform else None,
             apns_production=app.apns_production if app is not None else True,
+            time_to_live=app.time_to_live if app is not None else 0,
+            came_online=[(k, [(r, float(t)) for r, t in v]) for k, v in came_online.items()]
+            if came_online
+            else None,
+            online=[(k, list(v)) for k, v in online.items()] if online is not None else None,
         )
 
     # --- delivery and snapshots ----------------------------------------------------------------

@@ -10,21 +10,30 @@
 //!
 //! Delivery (the emulator's model, decided here from what the caller knows): an ID delivers
 //! unless it is on the registry's `undeliverable` list; an app ID routed through a JPush app
-//! (`AppDevices`) delivers when its device is online instead. A user is *delivered* by a stage
-//! when one of its IDs selected on the stage's channel (by the channel type's rule, before any
-//! list) was delivered.
+//! (`AppDevices`) delivers instead when its device was online at the send, or, with
+//! `app_para.time_to_live` > 0, came online at most `time_to_live` seconds after its stage went
+//! out (`AppDevices::delivering`; the caller gives when devices came online). A user is
+//! *delivered* by a stage when one of its IDs selected on the stage's channel (by the channel
+//! type's rule, before any list) was delivered.
+//!
+//! Time: a later stage k (offset `o_k` seconds after the send) counts an app ID of an earlier
+//! stage j as delivered when its device was online at the send, or came online at a time `t`
+//! with `o_j <= t <= o_j + time_to_live` and `t < o_k`: a device that comes online after stage
+//! k went out did not stop it. A stage's own `delivered` counts everything up to the end of its
+//! `time_to_live`, so a user may be delivered by stage j and also sent stage k.
 //!
 //! Invariants: a stage's `channel(res).reached` is exactly the users it sends to, and each has
 //! at least one of its `channel(res).ids`; `delivered ⊆ channel(res).reached`; the users of
-//! stage k are disjoint from the users delivered by stages 1..k-1. A stage that sends a
-//! channel's answer as it is (every stage without a strategy, stage 1 with one) refers to it
-//! instead of copying it.
+//! stage k are disjoint from the users delivered by stages 1..k-1 as seen at `o_k`. A stage
+//! that sends a channel's answer as it is (every stage without a strategy, stage 1 with one)
+//! refers to it instead of copying it.
 
 use super::app::AppDevices;
 use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
 use super::{code, refuse, ChannelType, IdList, UmsRegistry};
 use crate::error::Result;
 use croaring::Bitmap;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// One stage of a send: a channel's IDs, when they go out and whom they delivered to.
@@ -73,6 +82,11 @@ impl UmsRegistry {
         &self.undeliverable
     }
 
+    /// The interned id of a channel registration ID, if it was ever interned.
+    pub fn channel_id_of(&self, id: &str) -> Option<u32> {
+        self.ids.lookup(id)
+    }
+
     /// Add IDs to the undeliverable list and remove others (`remove` wins for an ID in both).
     /// Every ID is checked before anything changes.
     pub fn set_undeliverable(&mut self, add: &[&str], remove: &[&str]) -> Result<()> {
@@ -109,7 +123,9 @@ impl UmsRegistry {
 
     /// The users of `users` with one of their IDs selected on channel `key` (by the channel
     /// type's rule, `select`) in `ids`. Users with one ID are tested on the dense first-ID
-    /// column in blocks; only users with several IDs are looked at one by one.
+    /// column in blocks; only users with several IDs are looked at one by one. Each binding's
+    /// users come out ascending (singles, then the several-ID ones, merged), so the answer is
+    /// built without a sort; a large test runs on a dense copy of `ids` (`Members`).
     pub fn users_with_ids(
         &self,
         key: &str,
@@ -117,10 +133,26 @@ impl UmsRegistry {
         users: &Bitmap,
         ids: &Bitmap,
     ) -> Bitmap {
-        let mut out = Vec::new();
+        self.users_with_ids_where(key, ty, users, ids, true)
+    }
+
+    /// `users_with_ids` with the test `set.contains(id) == keep_in`: with `keep_in` false, the
+    /// users with one of their selected IDs outside `set`.
+    pub fn users_with_ids_where(
+        &self,
+        key: &str,
+        ty: ChannelType,
+        users: &Bitmap,
+        set: &Bitmap,
+        keep_in: bool,
+    ) -> Bitmap {
+        let members = Members::new(set, users.cardinality());
+        let ids = Probe { members, keep_in };
+        let mut out = Bitmap::new();
         let mut buf = [0u32; 1024];
         for (b, part) in self.select(key, ty, users) {
             let single = part.andnot(&b.multi);
+            let mut singles = Vec::new();
             let mut it = single.iter();
             loop {
                 let n = it.next_many(&mut buf);
@@ -129,7 +161,7 @@ impl UmsRegistry {
                 }
                 // One column lookup for the block: the users' cache misses overlap.
                 let firsts = b.first.get_many(&buf[..n]);
-                out.extend(
+                singles.extend(
                     buf[..n]
                         .iter()
                         .zip(firsts)
@@ -137,15 +169,28 @@ impl UmsRegistry {
                         .map(|(&u, _)| u),
                 );
             }
-            if !b.multi.is_empty() {
-                let several = part.and(&b.multi);
-                out.extend(several.iter().filter(|&u| {
-                    ids.contains(b.first.get(u)) || b.extras(u).iter().any(|&i| ids.contains(i))
-                }));
+            let several: Vec<u32> = if b.multi.is_empty() {
+                Vec::new()
+            } else {
+                part.and(&b.multi)
+                    .iter()
+                    .filter(|&u| {
+                        ids.contains(b.first.get(u)) || b.extras(u).iter().any(|&i| ids.contains(i))
+                    })
+                    .collect()
+            };
+            let part_out = if several.is_empty() {
+                Bitmap::of(&singles)
+            } else {
+                Bitmap::of(&merge_sorted(&singles, &several))
+            };
+            if out.is_empty() {
+                out = part_out;
+            } else {
+                out.or_inplace(&part_out);
             }
         }
-        out.sort_unstable();
-        Bitmap::of(&out)
+        out
     }
 
     /// Route the app channels of `res` through their JPush apps: IDs that are not routable are
@@ -196,33 +241,85 @@ impl UmsRegistry {
     }
 
     /// The IDs of `ids` (on channel `key` of type `ty`; ascending) that deliver (see the
-    /// module doc), as a bitmap when some do not (`None`: every one delivers).
+    /// module doc) when sent `at` seconds after the send, as seen just before `until`, as a
+    /// bitmap when some do not (`None`: every one delivers).
     fn undelivered(
         &self,
-        key: &str,
-        ty: ChannelType,
-        ids: &[u32],
+        (key, ty, ids): (&str, ChannelType, &[u32]),
         apps: &AppRoutes,
+        at: f64,
+        until: f64,
     ) -> Option<Bitmap> {
         let delivering = match apps.get(key).filter(|_| ty == ChannelType::App) {
-            Some(app) => merge(ids, &app.online, true)?,
+            Some(app) => merge(ids, &app.delivering(at, until), true)?,
             None => merge(ids, &self.undeliverable, false)?,
         };
         (delivering.len() != ids.len()).then(|| Bitmap::of(&delivering))
     }
 
+    /// The app channel routing of a stage whose delivery grows with time (devices came online
+    /// after the send, within `time_to_live`), if it is one.
+    fn timed<'a>(
+        &self,
+        st: &Stage,
+        res: &Resolution,
+        apps: &'a AppRoutes,
+    ) -> Option<&'a AppDevices> {
+        let c = st.channel(res);
+        apps.get(&c.key)
+            .filter(|a| c.ty == ChannelType::App && a.has_arrivals())
+    }
+
+    /// The users stage `st` delivered to as seen just before `until` seconds after the send.
+    fn delivered_until<'a>(
+        &self,
+        st: &'a Stage,
+        res: &'a Resolution,
+        apps: &AppRoutes,
+        until: f64,
+    ) -> Cow<'a, Bitmap> {
+        if self.timed(st, res, apps).is_none() {
+            return Cow::Borrowed(st.delivered(res));
+        }
+        let c = st.channel(res);
+        match self.undelivered((&c.key, c.ty, &c.ids), apps, st.offset as f64, until) {
+            None => Cow::Borrowed(&c.reached),
+            Some(ids) => Cow::Owned(self.users_with_ids(&c.key, c.ty, &c.reached, &ids)),
+        }
+    }
+
     /// A stage sending `sent`, or channel `index` of `res` as it is, with its delivery.
+    /// `listed`: whether the send has a black or white list.
     fn stage(
         &self,
         (stage, delay, offset): (u32, u64, u64),
-        (res, index): (&Resolution, usize),
+        (res, index, listed): (&Resolution, usize, bool),
         sent: Option<ChannelResult>,
         apps: &AppRoutes,
     ) -> Stage {
         let candidates = res.channels[index].reached.cardinality();
         let channel = sent.as_ref().unwrap_or(&res.channels[index]);
-        let (delivered_ids, delivered) =
-            match self.undelivered(&channel.key, channel.ty, &channel.ids, apps) {
+        let out = (channel.key.as_str(), channel.ty, channel.ids.as_slice());
+        let routed = channel.ty == ChannelType::App && apps.contains_key(&channel.key);
+        let (delivered_ids, delivered) = if !listed && !routed {
+            // Without a list every selected ID of a user sent to was sent, so a user delivered
+            // when one of its selected IDs is not undeliverable: tested on that (usually
+            // smaller) list, without building the set of the IDs that delivered.
+            let bad = merge(&channel.ids, &self.undeliverable, true).map_or(0, |v| v.len());
+            if bad == 0 {
+                (channel.ids.len() as u64, None)
+            } else {
+                let users = self.users_with_ids_where(
+                    &channel.key,
+                    channel.ty,
+                    &channel.reached,
+                    &self.undeliverable,
+                    false,
+                );
+                ((channel.ids.len() - bad) as u64, Some(users))
+            }
+        } else {
+            match self.undelivered(out, apps, offset as f64, f64::INFINITY) {
                 // every ID delivered: so did every user (each has one)
                 None => (channel.ids.len() as u64, None),
                 Some(ids) => {
@@ -230,7 +327,8 @@ impl UmsRegistry {
                         self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids);
                     (ids.cardinality(), Some(users))
                 }
-            };
+            }
+        };
         let delivered_users = delivered.as_ref().unwrap_or(&channel.reached).cardinality();
         let steps = [
             ("candidates", "users", candidates),
@@ -269,13 +367,17 @@ impl UmsRegistry {
         apps: &AppRoutes,
     ) -> Result<Vec<Stage>> {
         let rule = rule.filter(|_| !matches!(spec.target, Target::Custom(_)));
+        let listed = spec.black.is_some() || spec.white.is_some();
         let Some(rule) = rule else {
             return Ok((0..res.channels.len())
-                .map(|i| self.stage((1, 0, 0), (res, i), None, apps))
+                .map(|i| self.stage((1, 0, 0), (res, i, listed), None, apps))
                 .collect());
         };
-        let mut out = Vec::with_capacity(rule.len());
-        let mut done = Bitmap::new();
+        let mut out: Vec<Stage> = Vec::with_capacity(rule.len());
+        // Users delivered by earlier stages whenever looked at, and the earlier stages whose
+        // deliveries depend on when a later stage goes out (see the module doc).
+        let mut fixed = Bitmap::new();
+        let mut timed: Vec<usize> = Vec::new();
         let mut offset = 0u64;
         for (n, (key, delay)) in rule.iter().enumerate() {
             let index = res
@@ -290,6 +392,11 @@ impl UmsRegistry {
                 })?;
             let c = &res.channels[index];
             offset = offset.saturating_add(*delay);
+            let mut done = Cow::Borrowed(&fixed);
+            for &j in &timed {
+                let d = self.delivered_until(&out[j], res, apps, offset as f64);
+                done.to_mut().or_inplace(&d);
+            }
             let users = c.reached.andnot(&done);
             let sent = if users.cardinality() == c.reached.cardinality() {
                 None
@@ -302,12 +409,74 @@ impl UmsRegistry {
                 ch.reached = users;
                 Some(ch)
             };
-            let stage = self.stage((n as u32 + 1, *delay, offset), (res, index), sent, apps);
-            done.or_inplace(stage.delivered(res));
+            let at = (n as u32 + 1, *delay, offset);
+            let stage = self.stage(at, (res, index, listed), sent, apps);
+            if self.timed(&stage, res, apps).is_some() {
+                timed.push(out.len());
+            } else {
+                fixed.or_inplace(stage.delivered(res));
+            }
             out.push(stage);
         }
         Ok(out)
     }
+}
+
+/// Membership in a bitmap, on a dense copy (one bit per value up to its largest) when many
+/// tests will be made: a bit test instead of a container search per test.
+pub(super) enum Members<'a> {
+    Sparse(&'a Bitmap),
+    Dense(croaring::Bitset),
+}
+
+impl<'a> Members<'a> {
+    /// `tests`: about how many tests will be made. The dense copy costs a pass over
+    /// `max / 64` words, worth it when the tests are at least that many.
+    pub(super) fn new(set: &'a Bitmap, tests: u64) -> Self {
+        let words = set.maximum().map_or(0, |m| m as u64 / 64 + 1);
+        match (tests >= words.max(4096))
+            .then(|| set.to_bitset())
+            .flatten()
+        {
+            Some(b) => Members::Dense(b),
+            None => Members::Sparse(set),
+        }
+    }
+
+    pub(super) fn contains(&self, v: u32) -> bool {
+        match self {
+            Members::Sparse(b) => b.contains(v),
+            Members::Dense(b) => b.get(v as usize),
+        }
+    }
+}
+
+/// A membership test, or its negation.
+struct Probe<'a> {
+    members: Members<'a>,
+    keep_in: bool,
+}
+
+impl Probe<'_> {
+    fn contains(&self, v: u32) -> bool {
+        self.members.contains(v) == self.keep_in
+    }
+}
+
+/// The union of two ascending, distinct lists, ascending and distinct.
+fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => (out.push(a[i]), i += 1),
+            std::cmp::Ordering::Greater => (out.push(b[j]), j += 1),
+            std::cmp::Ordering::Equal => (out.push(a[i]), (i, j) = (i + 1, j + 1)),
+        };
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The IDs of `ids` (ascending) that are in `set` (`keep_in`) or not in it, by merging with
@@ -319,8 +488,9 @@ fn merge(ids: &[u32], set: &Bitmap, keep_in: bool) -> Option<Vec<u32>> {
         return None;
     };
     let within = set.range_cardinality(lo..=hi);
-    if within == 0 && !keep_in {
-        return None;
+    if within == 0 {
+        // none of `set` in their range: keep all (for certain) or none
+        return if keep_in { Some(Vec::new()) } else { None };
     }
     if within > ids.len() as u64 {
         // Few IDs spread over a crowded range (a small send): probing each is cheaper.
@@ -437,7 +607,7 @@ mod tests {
         let app = &res.channels[0];
         let apps: AppRoutes = [(
             "app1".to_string(),
-            AppDevices::new(&r, &app.ids, &dev, None),
+            AppDevices::new(&r, &app.ids, &dev, None, &mut crate::ums::DeviceMap::new()),
         )]
         .into();
         r.route_apps(&mut res, &apps);
@@ -451,5 +621,95 @@ mod tests {
         // a1 is online (routing wins over the undeliverable list); a0 is offline
         assert_eq!(st[0].delivered(&res).to_vec(), vec![1]);
         assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+
+        // a0 (id 0) comes online 3 s after the send: before stage 2 goes out (5 s), so u0 is
+        // delivered and not retried, when time_to_live lets it receive the push
+        let a0 = r.ids.lookup("a0").unwrap();
+        let timed = |ttl: u64, at: f64| -> AppRoutes {
+            let app = apps["app1"].clone().with_arrivals(&[(a0, at)], ttl);
+            [("app1".to_string(), app)].into()
+        };
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(60, 3.0))
+            .unwrap();
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![0, 1]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p2"]);
+        // time_to_live 0: only devices online at the send count
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(0, 3.0))
+            .unwrap();
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+        // after stage 2 went out: stage 1 delivered u0 (within ttl), stage 2 was still sent
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(60, 7.0))
+            .unwrap();
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![0, 1]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+        // came online after time_to_live: not delivered
+        let st = r
+            .stages(&spec(), &res, Some(&rule), &timed(2, 3.0))
+            .unwrap();
+        assert_eq!(st[0].delivered(&res).to_vec(), vec![1]);
+        assert_eq!(strings(&r, &st[1].channel(&res).ids), vec!["p0", "p2"]);
+    }
+
+    /// Large enough for the dense paths (`Members`, ≥ 4096 tests): the answers are the ones a
+    /// user-by-user check gives.
+    #[test]
+    fn dense_membership_matches_user_by_user() {
+        let mut r = UmsRegistry::new();
+        r.add_channel("sms1", Sms).unwrap();
+        let n = 6000;
+        for u in 0..n {
+            let own: Vec<String> = (0..1 + u % 3).map(|k| format!("o{u}-{k}")).collect();
+            let own: Vec<&str> = own.iter().map(String::as_str).collect();
+            let glob = [format!("g{u}")];
+            let glob: Vec<&str> = glob.iter().map(String::as_str).collect();
+            let binds: Vec<(&str, ChannelType, &[&str])> = if u % 5 == 0 {
+                vec![("all", Sms, &glob)] // global only: the second part of OwnElseGlobal
+            } else {
+                vec![("sms1", Sms, &own), ("all", Sms, &glob)]
+            };
+            r.upsert_user(&user(&format!("u{u}"), &[], &binds)).unwrap();
+        }
+        let users = Bitmap::from_range(0..n);
+        // every 7th ID string delivers
+        let ids: Vec<u32> = (0..r.ids.len() as u32).filter(|i| i % 7 == 0).collect();
+        let set = Bitmap::of(&ids);
+        assert!(matches!(
+            Members::new(&set, users.cardinality()),
+            Members::Dense(_)
+        ));
+        let got = r.users_with_ids("sms1", Sms, &users, &set);
+        let want: Vec<u32> = (0..n)
+            .filter(|&u| {
+                let rec = r.user(&format!("u{u}")).unwrap();
+                let own = rec.bindings.get("sms1").and_then(|b| b.get(&Sms));
+                let chosen = own.or_else(|| rec.bindings["all"].get(&Sms)).unwrap();
+                chosen
+                    .iter()
+                    .any(|s| set.contains(r.ids.lookup(s).unwrap()))
+            })
+            .collect();
+        assert_eq!(got.to_vec(), want);
+        let outside = r.users_with_ids_where("sms1", Sms, &users, &set, false);
+        let want: Vec<u32> = (0..n)
+            .filter(|&u| {
+                let rec = r.user(&format!("u{u}")).unwrap();
+                let own = rec.bindings.get("sms1").and_then(|b| b.get(&Sms));
+                let chosen = own.or_else(|| rec.bindings["all"].get(&Sms)).unwrap();
+                chosen
+                    .iter()
+                    .any(|s| !set.contains(r.ids.lookup(s).unwrap()))
+            })
+            .collect();
+        assert_eq!(outside.to_vec(), want);
+        let sparse = Members::new(&set, 0);
+        assert!(matches!(sparse, Members::Sparse(_)));
+        for v in 0..r.ids.len() as u32 + 70 {
+            assert_eq!(sparse.contains(v), set.contains(v));
+            assert_eq!(Members::new(&set, u64::MAX).contains(v), set.contains(v));
+        }
+        assert_eq!(merge_sorted(&[1, 3, 5], &[2, 3, 9]), vec![1, 2, 3, 5, 9]);
     }
 }

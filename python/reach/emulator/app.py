@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import json
 import logging
@@ -39,6 +40,7 @@ from ..ums import (
     WRONG_TYPE,
     UmsError,
     UmsRegistry,
+    UmsResolution,
     parse_template_send,
 )
 from . import messages
@@ -620,7 +622,11 @@ class Emulator:
                 messages.inspect(msg, self.apps[msg.appkey].registry.registration_ids)
             )
         if msg is not None and msg.appkey in self.ums:
-            return Reply.json(messages.inspect(msg, self.ums[msg.appkey].registry.channel_ids))
+            acc = self.ums[msg.appkey]
+            msg = self._release_stages(acc, msg)
+            shown = dataclasses.replace(msg, info={k: v for k, v in msg.info.items()
+                                                   if k != "pending"})  # fmt: skip
+            return Reply.json(messages.inspect(shown, acc.registry.channel_ids))
         raise PushError(1003, f"no message {m['msg_id']}")
 
     # --- UMS (seed 000) ------------------------------------------------------------------------
@@ -636,12 +642,14 @@ class Emulator:
 
     def _template_send(self, req: _Request, broadcast: bool) -> Reply:
         acc = self._ums_account(req)
-        send = parse_template_send(_json_body(req.body), broadcast=broadcast)
+        body = _json_body(req.body)
+        send = parse_template_send(body, broadcast=broadcast)
         devices = {k: app.registry for k, app in self._channel_apps(acc).items()}
         res = acc.registry.resolve(send, devices=devices)
         delivery = messages.ums_plan(res, self.batch_size)
         msg_id = self.store.next_msg_id()
         response = {"code": 0, "msgid": str(msg_id), "sendno": send.sendno}
+        final = {st.stage for st in res.stages if st.offset == 0}
         info = {
             "sendno": send.sendno,
             "template_id": send.template_id,
@@ -649,18 +657,70 @@ class Emulator:
             "owner": send.option.owner,
             "priority": send.option.priority,
             "callback": send.callback,
-            "audience": res.audience,
-            "unreachable": len(res.unreachable()),
-            "delivered": res.delivered,
-            "stages": messages.ums_stages(res),
-        }
+        } | _ums_counts(res, final)
+        online = _NO_IDS
+        if len(final) < len(res.stages):
+            # Later stages are resolved again when released (messages.py): keep the send and
+            # the app IDs whose device was online at it.
+            apps = res.app_online
+            info["pending"] = {"send": body, "broadcast": broadcast,
+                               "online": [[k, len(v)] for k, v in apps.items()]}  # fmt: skip
+            online = np.concatenate([_NO_IDS, *apps.values()]).astype(np.uint32)
         ttl = send.app_para.time_to_live if send.app_para is not None else 0
         api = "template/broadcast" if broadcast else "template/sent"
         self.store.add_message(
             StoredMessage(msg_id, acc.key, api, None, self.clock(), ttl, info, response,
-                          delivery.batches, delivery.ids, delivery.online)
+                          delivery.batches, delivery.ids, online)
         )  # fmt: skip
         return Reply.json(response)
+
+    def _release_stages(self, acc: _Ums, m: StoredMessage) -> StoredMessage:
+        """``m`` with the stages whose release time has passed fixed (``messages.py``): the
+        send resolved again from the state now, with the app devices online at the send and
+        the times app devices came online since; ``m`` itself when none is due."""
+
+        def due(m: StoredMessage, now: float) -> bool:
+            stages = m.info["stages"]
+            return any(not s["final"] and m.created + s["offset"] <= now for s in stages)
+
+        if "pending" not in m.info or not due(m, self.clock()):
+            return m
+        with acc.lock:  # one release at a time; another may have fixed them meanwhile
+            now = self.clock()
+            m = self.store.message(m.msg_id) or m
+            if "pending" not in m.info or not due(m, now):
+                return m
+            pending = m.info["pending"]
+            apps = self._channel_apps(acc)
+            online, at = {}, 0
+            for key, count in pending["online"]:
+                online[key] = acc.registry.channel_ids(m.online[at : at + count])
+                at += count
+            came = {
+                key: [(rid, t - m.created) for rid, t in
+                      self.store.online_events(app.appkey, m.created, now)]
+                for key, app in apps.items()
+            }  # fmt: skip
+            try:
+                send = parse_template_send(pending["send"], broadcast=pending["broadcast"])
+                res = acc.registry.resolve(
+                    send,
+                    devices={k: app.registry for k, app in apps.items()},
+                    came_online=came,
+                    online=online,
+                )
+            except UmsError as e:  # the account changed under the send: keep what was sent
+                log.warning("UMS message %s: later stages not resolved: %s", m.msg_id, e)
+                return m
+            fixed = {s["stage"] for s in m.info["stages"] if s["final"]}
+            final = fixed | {st.stage for st in res.stages if m.created + st.offset <= now}
+            batches, ids = messages.ums_restage(m, messages.ums_plan(res, self.batch_size), fixed)
+            info = m.info | _ums_counts(res, final)
+            if len(final) == len(res.stages):
+                del info["pending"]
+            m = dataclasses.replace(m, info=info, batches=batches, ids=ids)
+            self.store.update_message(m)
+            return m
 
     def _user(self, req: _Request, m: re.Match[str]) -> Reply:
         acc = self._ums_account(req)
@@ -692,7 +752,14 @@ class Emulator:
 
     def _mutate_users(self, acc: _Ums, changes: Sequence[UserMutation]) -> None:
         """Apply (the core refuses a bad change whole) and journal each change; return once the
-        journal is on disk. A refused change stops the request; the ones before it stay."""
+        journal is on disk. A request of several changes is all or nothing: its uploads are
+        first checked on a scratch registry (the core's checks of a user depend on nothing
+        else), so a refused one changes nothing."""
+        if len(changes) > 1:
+            scratch = UmsRegistry()
+            for change in changes:
+                if isinstance(change, UpsertUser):
+                    change.apply(scratch)
         durable = []
         with acc.lock:
             for change in changes:
@@ -707,6 +774,18 @@ class Emulator:
 
 
 _NO_IDS = np.zeros(0, dtype=np.uint32)
+
+
+def _ums_counts(res: UmsResolution, final: set[int]) -> dict[str, Any]:
+    """What a UMS message's inspection shows of its resolution besides the batches."""
+    return {
+        "audience": res.audience,
+        "unreachable": len(res.unreachable()),
+        "delivered": res.delivered,
+        "stages": messages.ums_stages(res, final),
+    }
+
+
 _UMS_PATHS: Final = ("/v1/", "/_emulator/ums/")
 """Paths of UMS accounts: UMS auth, and answers in UMS's shape."""
 

@@ -8,6 +8,17 @@ Android and at once elsewhere (the seed: the delay is honoured on Android only).
 
 A device received a push when it was online at send time, or when it came online within
 ``time_to_live`` seconds after it (never, for ``time_to_live`` 0).
+
+A UMS template send with a send strategy has stages released ``offset`` seconds after the send.
+Stage k goes to the users that no earlier stage delivered to *before it goes out*, and an app
+push delivers to devices that come online within ``app_para.time_to_live`` of it, so a later
+stage's audience depends on what happens after the send. The emulator resolves the send when
+it arrives; a stage whose release time has not passed yet is *provisional* (``"final": false``
+in the inspection's ``stages``). The first inspection at or after a stage's release time
+resolves the send again, from the account's state then, with the app devices that were online
+at the send (stored with the message) and the times the app channels' devices came online since
+(the JPush apps' ``online_events``), and fixes every stage whose release time has passed: its
+batches no longer change. Batches of fixed stages are kept; the counts are the last resolution's.
 """
 
 from __future__ import annotations
@@ -147,8 +158,28 @@ def ums_plan(res: UmsResolution, batch_size: int) -> Delivery:
     return Delivery(meta, ids, _EMPTY)
 
 
-def ums_stages(res: UmsResolution) -> list[dict[str, Any]]:
-    """What the inspection shows of each stage: its channel, timing and delivery counts."""
+def ums_restage(
+    m: StoredMessage, new: Delivery, fixed: set[int]
+) -> tuple[list[dict[str, Any]], npt.NDArray[np.uint32]]:
+    """The batches (and their ids) of a UMS message resolved again: those of the ``fixed``
+    stages as ``m`` has them, the others from ``new``, in stage order."""
+    rows: list[tuple[int, dict[str, Any], npt.NDArray[np.uint32]]] = []
+    for batches, ids, keep in ((m.batches, m.ids, True), (new.batches, new.ids, False)):
+        start = 0
+        for b in batches:
+            end = start + int(b["size"])
+            if (int(b["stage"]) in fixed) == keep:
+                rows.append((int(b["stage"]), b, ids[start:end]))
+            start = end
+    rows.sort(key=lambda r: r[0])  # stable: each stage's batches stay in their order
+    parts = [ids for _, _, ids in rows]
+    ids = np.concatenate(parts).astype(np.uint32, copy=False) if parts else _EMPTY
+    return [b for _, b, _ in rows], ids
+
+
+def ums_stages(res: UmsResolution, final: set[int]) -> list[dict[str, Any]]:
+    """What the inspection shows of each stage: its channel, timing and delivery counts, and
+    whether it is ``final`` (released: its batches no longer change)."""
     return [
         {
             "stage": st.stage,
@@ -159,6 +190,7 @@ def ums_stages(res: UmsResolution) -> list[dict[str, Any]]:
             "ids": len(st.channel),
             "delivered_ids": st.delivered_ids,
             "delivered": st.delivered,
+            "final": st.stage in final,
         }
         for st in res.stages
     ]

@@ -303,6 +303,13 @@ class Store:
         sql = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         self._submit([(sql, row)]).result()
 
+    def update_message(self, m: StoredMessage) -> None:
+        """Rewrite a message's info, batches and ids (a UMS send whose later stages were
+        resolved when their release time passed); returns once it is on disk."""
+        sql = "UPDATE messages SET info = ?, batches = ?, ids = ? WHERE msg_id = ?"
+        row = (_dumps(m.info), _dumps(m.batches), pack_ids(m.ids), m.msg_id)
+        self._submit([(sql, row)]).result()
+
     def message(self, msg_id: int) -> StoredMessage | None:
         if not 0 <= msg_id < 2**63:  # SQLite's integers; no message has such an id
             return None
@@ -332,6 +339,16 @@ class Store:
                 (appkey, start, end),
             ).fetchall()
         return [str(r[0]) for r in rows]
+
+    def online_events(self, appkey: str, start: float, end: float) -> list[tuple[str, float]]:
+        """When the app's devices came online in ``[start, end]``: (registration ID, time)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT registration_id, at FROM online_events "
+                "WHERE appkey = ? AND at BETWEEN ? AND ? ORDER BY at",
+                (appkey, start, end),
+            ).fetchall()
+        return [(str(r), float(t)) for r, t in rows]
 
 
 def _dumps(value: object) -> str:
