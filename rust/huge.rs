@@ -53,6 +53,13 @@ pub fn filled<T: Clone>(n: usize, x: T) -> Vec<T> {
     v
 }
 
+/// The items of `it`, at most `n` of them, in an advised buffer of room for `n`.
+pub fn collected<T>(n: usize, it: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut v = with_capacity(n);
+    v.extend(it.into_iter().take(n));
+    v
+}
+
 /// Make room in `v` for `extra` more items, moving them to a fresh advised allocation when it
 /// has too little (at least twice the old capacity, so that repeated calls stay amortised).
 pub fn reserve<T>(v: &mut Vec<T>, extra: usize) {
@@ -78,6 +85,8 @@ mod tests {
         w.extend(0..n as u64);
         assert_eq!((w.as_ptr(), w[n - 1]), (p, n as u64 - 1), "no reallocation");
         assert!(with_capacity::<u8>(3).capacity() >= 3);
+        let c = collected(n, 0..2 * n as u64);
+        assert_eq!((c.len(), c[n - 1]), (n, n as u64 - 1), "the first n items");
         let mut r = vec![1u8, 2, 3];
         reserve(&mut r, MIN_ADVISED);
         assert_eq!(r, [1, 2, 3]);

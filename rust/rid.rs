@@ -302,10 +302,12 @@ impl RidStore {
         if prev as usize != spill.len() {
             return Err("spilled ID arena has trailing bytes".into());
         }
-        let slots: Vec<Slot> = slots
-            .chunks_exact(SLOT)
-            .map(|c| c.try_into().expect("SLOT bytes"))
-            .collect();
+        let slots: Vec<Slot> = crate::huge::collected(
+            slots.len() / SLOT,
+            slots
+                .chunks_exact(SLOT)
+                .map(|c| c.try_into().expect("SLOT bytes")),
+        );
         let mut next_spill = 0u32;
         for slot in &slots {
             if let Some(k) = spill_index(slot) {

@@ -9,6 +9,10 @@
 
 use crate::error::{Error, Result};
 use crate::expr::AudienceSpec;
+// The tables a load allocates once at their final size go on huge pages, as a bulk load's do:
+// a request's string look-ups walk them (measured on the narrow request at 10M: 0.30 ms of
+// look-ups after a snapshot load in 4 KiB pages, 0.17 ms after `load_arrays`).
+use crate::huge;
 use crate::intern::Interner;
 use crate::registry::{AbTest, Platform, Registry, Segment, Vendor, BUCKETS, END, NONE};
 use crate::rid::{RidStore, SLOT};
@@ -112,10 +116,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn u32s(&mut self) -> Result<Vec<u32>> {
         let n = self.u64()? as usize;
         let raw = self.take(n.checked_mul(4).ok_or_else(|| bad("bad length"))?)?;
-        Ok(raw
+        let values = raw
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")));
+        Ok(huge::collected(n, values))
     }
     pub(crate) fn bitmap(&mut self, capacity: usize) -> Result<Bitmap> {
         bitmap_from(self.bytes()?, capacity)
@@ -129,7 +133,9 @@ impl<'a> Reader<'a> {
     }
     /// An interner's raw parts; `build` indexes them (the slow part, run in parallel).
     pub(crate) fn interner(&mut self) -> Result<(Vec<u8>, Vec<u32>)> {
-        let arena = self.bytes()?.to_vec();
+        let raw = self.bytes()?;
+        let mut arena = huge::with_capacity(raw.len());
+        arena.extend_from_slice(raw);
         let ends = self.u32s()?;
         Ok((arena, ends))
     }
@@ -293,8 +299,8 @@ pub fn decode(data: &[u8]) -> Result<Registry> {
     if device_alias.len() != cap || cap >= END as usize || reg.aliases.len() >= (END - 1) as usize {
         return Err(bad("alias column has the wrong length"));
     }
-    reg.alias_head = vec![NONE; reg.aliases.len()];
-    reg.alias_next = vec![NONE; cap];
+    reg.alias_head = huge::filled(reg.aliases.len(), NONE);
+    reg.alias_next = huge::filled(cap, NONE);
     for (d, &a) in device_alias.iter().enumerate() {
         if a != NONE {
             let head = reg
