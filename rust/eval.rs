@@ -635,6 +635,15 @@ mod tests {
 
     const TAGS: [&str; 4] = ["a", "b", "深圳", "c"];
 
+    /// Held by the tests that set the process-wide path switches (`set_small_threshold`,
+    /// `chunked::set_chunking`): the switches never change a result, but a test that checks
+    /// the path taken (its explain steps) must not see another test move them meanwhile.
+    static SWITCHES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn switches() -> std::sync::MutexGuard<'static, ()> {
+        SWITCHES.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn registry(devices: &[(u8, Vec<usize>, Option<u8>, bool)]) -> Registry {
         let mut r = Registry::new();
         for (i, (p, tags, alias, deleted)) in devices.iter().enumerate() {
@@ -703,8 +712,7 @@ mod tests {
                 Just((chunked::RANGES_PER_CORE_DEFAULT, chunked::MIN_IDS_DEFAULT)),
             ],
         ) {
-            // Process-wide switches: another test may move them meanwhile, which only changes
-            // the path taken, never a result.
+            let _switches = switches();
             chunked::set_chunking(chunking.0, chunking.1);
             let r = registry(&devs);
             let spec = AudienceSpec { all, tag, tag_and, tag_not, alias, registration_id: rid,
@@ -755,7 +763,10 @@ mod tests {
             want.len() > SAMPLE,
             "the sample and the rest both reach somebody"
         );
+        // The id-list path, whatever another test left the switches at.
+        let _switches = switches();
         set_small_threshold(SMALL);
+        chunked::set_chunking(chunked::RANGES_PER_CORE_DEFAULT, chunked::MIN_IDS_DEFAULT);
         let compiled = || compile(&r, &spec, Some(&plat)).unwrap();
         let got: BTreeSet<u32> = evaluate(compiled(), None).iter().collect();
         assert_eq!(got, want);
