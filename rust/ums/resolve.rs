@@ -124,8 +124,9 @@ const MAX_RUNS: usize = 16;
 const SMALL_USERS: u64 = if cfg!(test) { 2 } else { 4096 };
 
 /// Sends whose audience is smaller than this resolve their channels on one thread (the
-/// channels are too cheap to pay for waking the others).
-const PARALLEL_USERS: u64 = 50_000;
+/// channels are too cheap to pay for waking the others). Low in unit tests, so that their
+/// sends take the large path (the Python property tests, on small registries, the other).
+const PARALLEL_USERS: u64 = if cfg!(test) { 4 } else { 50_000 };
 
 /// Ascending distinct IDs of a gather. A gather is a few ascending runs when IDs were interned
 /// in user order (first IDs, then extras, of each binding): the runs are concatenated when
@@ -767,6 +768,8 @@ mod tests {
             .resolve(&send(Target::Tags(vec!["t".into()]), None, None))
             .unwrap();
         assert_eq!(strings(&r, &res), [vec!["a0"], vec!["p1"], vec![]]);
+        // The audience joins app1's own `t` (u0) and the global one (u1, u2) of the others.
+        assert_eq!(res.audience.to_vec(), vec![0, 1, 2]);
         assert_eq!(res.unreachable.to_vec(), vec![2]);
         let res = r.resolve(&send(Target::Broadcast, None, None)).unwrap();
         assert_eq!(
