@@ -297,10 +297,9 @@ pub fn compile<'r, S: AsRef<str>>(
     }
     let mut positive = Vec::new();
     let mut negative = Vec::new();
-    // Static segments and registration IDs are the only operands that may hold deleted
-    // devices (see the registry invariants: a deleted device keeps its ID); `live` is needed
-    // when nothing else bounds the result, and only then (a membership test per device).
-    let mut unbounded = 0;
+    // Static segments are the only operands that may hold deleted devices (see the registry
+    // invariants); `live` is needed when nothing else bounds the result.
+    let mut static_segments = 0;
 
     if !spec.tag.is_empty() {
         let bms: Vec<&Bitmap> = spec
@@ -337,14 +336,13 @@ pub fn compile<'r, S: AsRef<str>>(
     if !spec.registration_id.is_empty() {
         let keys: Vec<&str> = spec.registration_id.iter().map(AsRef::as_ref).collect();
         let label = format!("registration_id {}", list(&spec.registration_id));
-        positive.push(term(label, Operand::Ids(reg.devices_of(&keys))));
-        unbounded += 1;
+        positive.push(term(label, Operand::Ids(reg.devices_live(&keys))));
     }
     for s in &spec.segment {
         let s = s.as_ref();
         let operand = match reg.segments.get(s) {
             Some(Segment::Static(b)) => {
-                unbounded += 1;
+                static_segments += 1;
                 Operand::One(b)
             }
             Some(Segment::Dynamic(saved)) => {
@@ -371,7 +369,7 @@ pub fn compile<'r, S: AsRef<str>>(
             positive.push(term(format!("platform {names:?}"), Operand::Disjoint(bms)));
         }
     }
-    if positive.len() == unbounded {
+    if positive.len() == static_segments {
         positive.push(term("live devices".into(), Operand::One(reg.live())));
     }
     Ok(Expr { positive, negative })

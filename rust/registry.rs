@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::expr::AudienceSpec;
 use crate::index::prefetch;
 use crate::intern::Interner;
+use crate::probe::retain_members;
 use crate::rid::{Rid, RidStore};
 use croaring::Bitmap;
 use std::collections::HashMap;
@@ -305,9 +306,9 @@ impl Registry {
         out
     }
 
-    /// The devices of many registration IDs, deleted ones included (unknown ones are left
-    /// out), ascending and distinct; the look-ups are batched (`RidStore::lookup_many`).
-    pub(crate) fn devices_of(&self, registration_ids: &[&str]) -> Vec<u32> {
+    /// The live devices of many registration IDs (unknown or deleted ones are left out),
+    /// ascending and distinct; the look-ups are batched (`RidStore::lookup_many`).
+    pub(crate) fn devices_live(&self, registration_ids: &[&str]) -> Vec<u32> {
         let mut ids: Vec<u32> = self
             .devices
             .lookup_many(registration_ids)
@@ -316,6 +317,7 @@ impl Registry {
             .collect();
         ids.sort_unstable();
         ids.dedup();
+        retain_members(&mut ids, &self.live, true);
         ids
     }
 

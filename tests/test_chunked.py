@@ -158,3 +158,19 @@ def test_the_planner_chunks_several_large_operands_only(big: Big) -> None:
             big, tags, audience.get("tag_and", []), audience.get("tag_not", []), ["android"]
         )
         np.testing.assert_array_equal(res.ids(), want)
+
+
+@pytest.mark.parametrize("chunking", [(1, 0), (0, 0), CHUNKING_DEFAULT])
+def test_explain_counts_live_devices_only(chunking: tuple[int, int]) -> None:
+    """A deleted device's registration ID is counted by no step, whichever path runs (found by
+    hypothesis: a step of 2 in a registry of one live device, chunking forced)."""
+    reg = Registry()
+    reg.upsert("0000000000000000000", "android", vendor="hms")
+    reg.upsert("0000000000000000000b", "android", vendor="hms", tags=["深圳"])
+    reg.delete("0000000000000000000")
+    _set_small_threshold(0)
+    _set_chunking(*chunking)
+    rids = ["0000000000000000000", "0000000000000000000b"]
+    res = reg.resolve_audience({"registration_id": rids, "tag": ["深圳"]})
+    assert res.registration_ids() == ["0000000000000000000b"]
+    assert [s["result"] for s in res.explain()] == [1] * len(res.explain())
