@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,28 @@ def request(
     return r.status, json.loads(raw) if raw else None
 
 
+def kill_mid_stream(
+    proc: subprocess.Popen[str],
+    stream: Callable[[int], None],
+    workers: int,
+    stop: threading.Event,
+    going: Callable[[], bool],
+) -> None:
+    """Run ``workers`` threads of ``stream``; SIGKILL the server once ``going()`` holds (or
+    after 30 s), then stop the threads."""
+    threads = [threading.Thread(target=stream, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while not going() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+
+
 @pytest.mark.parametrize("checkpoint_every", [7, 100_000])
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, checkpoint_every: int):
     store = tmp_path / "store"
@@ -62,17 +85,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, checkpoint_every: in
                 acked.append((rid, tag))
             n += 1
 
-    workers = [threading.Thread(target=stream, args=(w,)) for w in range(3)]
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + 30
-    while len(acked) < 60 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stop.set()
-    for w in workers:
-        w.join()
+    kill_mid_stream(proc, stream, 3, stop, lambda: len(acked) >= 60)
     assert len(acked) >= 60, "the stream did not get going"
 
     proc, port = start(store, checkpoint_every)
@@ -187,17 +200,7 @@ def test_sigkill_loses_no_acknowledged_ums_change(tmp_path: Path, checkpoint_eve
                 return  # the server is gone: this one was never acknowledged
             n += 1
 
-    workers = [threading.Thread(target=stream, args=(w,)) for w in range(WORKERS)]
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + 30
-    while len(users) < 45 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stop.set()
-    for w in workers:
-        w.join()
+    kill_mid_stream(proc, stream, WORKERS, stop, lambda: len(users) >= 45)
     assert len(users) >= 45 and sends and marked, "the stream did not get going"
 
     for f in imports.iterdir():  # the store must hold everything: the import is not read again

@@ -680,29 +680,23 @@ mod tests {
             Members::new(&set, users.cardinality()),
             Members::Dense(_)
         ));
+        // The users whose chosen SMS IDs include one in `set` (`inside`) or one outside it.
+        let model = |inside: bool| -> Vec<u32> {
+            (0..n)
+                .filter(|&u| {
+                    let rec = r.user(&format!("u{u}")).unwrap();
+                    let own = rec.bindings.get("sms1").and_then(|b| b.get(&Sms));
+                    let chosen = own.or_else(|| rec.bindings["all"].get(&Sms)).unwrap();
+                    chosen
+                        .iter()
+                        .any(|s| set.contains(r.ids.lookup(s).unwrap()) == inside)
+                })
+                .collect()
+        };
         let got = r.users_with_ids("sms1", Sms, &users, &set);
-        let want: Vec<u32> = (0..n)
-            .filter(|&u| {
-                let rec = r.user(&format!("u{u}")).unwrap();
-                let own = rec.bindings.get("sms1").and_then(|b| b.get(&Sms));
-                let chosen = own.or_else(|| rec.bindings["all"].get(&Sms)).unwrap();
-                chosen
-                    .iter()
-                    .any(|s| set.contains(r.ids.lookup(s).unwrap()))
-            })
-            .collect();
-        assert_eq!(got.to_vec(), want);
+        assert_eq!(got.to_vec(), model(true));
         let outside = r.users_with_ids_where("sms1", Sms, &users, &set, false);
-        let want: Vec<u32> = (0..n)
-            .filter(|&u| {
-                let rec = r.user(&format!("u{u}")).unwrap();
-                let own = rec.bindings.get("sms1").and_then(|b| b.get(&Sms));
-                let chosen = own.or_else(|| rec.bindings["all"].get(&Sms)).unwrap();
-                chosen
-                    .iter()
-                    .any(|s| !set.contains(r.ids.lookup(s).unwrap()))
-            })
-            .collect();
+        let want = model(false);
         assert_eq!(outside.to_vec(), want);
         let sparse = Members::new(&set, 0);
         assert!(matches!(sparse, Members::Sparse(_)));
