@@ -817,6 +817,27 @@ fn names_of(ids: &[u32], capacity: usize, name: impl Fn(u32) -> String) -> PyRes
     Ok(ids.iter().map(|&i| name(i)).collect())
 }
 
+/// A user record from the arguments of `upsert_user` (an unknown channel type is refused).
+fn user_record(
+    py: Python<'_>,
+    userid: String,
+    tags: HashMap<String, Vec<String>>,
+    bindings: HashMap<String, HashMap<String, Vec<String>>>,
+) -> PyResult<UserRecord> {
+    let mut record = UserRecord {
+        userid,
+        tags: tags.into_iter().collect(),
+        ..Default::default()
+    };
+    for (scope, types) in bindings {
+        let out = record.bindings.entry(scope).or_default();
+        for (ty, ids) in types {
+            out.insert(channel_type(py, &ty)?, ids);
+        }
+    }
+    Ok(record)
+}
+
 /// The UMS users of one account: tags and channel bindings per scope, channels, segments, lists.
 #[pyclass(name = "UmsRegistry", module = "reach._core", frozen)]
 pub struct PyUmsRegistry {
@@ -865,18 +886,22 @@ impl PyUmsRegistry {
         tags: HashMap<String, Vec<String>>,
         bindings: HashMap<String, HashMap<String, Vec<String>>>,
     ) -> PyResult<u32> {
-        let mut record = UserRecord {
-            userid,
-            tags: tags.into_iter().collect(),
-            ..Default::default()
-        };
-        for (scope, types) in bindings {
-            let out = record.bindings.entry(scope).or_default();
-            for (ty, ids) in types {
-                out.insert(channel_type(py, &ty)?, ids);
-            }
-        }
+        let record = user_record(py, userid, tags, bindings)?;
         self.write(py, |r| r.upsert_user(&record))
+    }
+
+    /// Refuse a user as `upsert_user` would, without a registry (it depends on nothing else).
+    #[staticmethod]
+    #[pyo3(signature = (userid, tags=HashMap::new(), bindings=HashMap::new()))]
+    fn check_user(
+        py: Python<'_>,
+        userid: String,
+        tags: HashMap<String, Vec<String>>,
+        bindings: HashMap<String, HashMap<String, Vec<String>>>,
+    ) -> PyResult<()> {
+        user_record(py, userid, tags, bindings)?
+            .check()
+            .or_raise_ums(py)
     }
 
     fn delete_user(&self, py: Python<'_>, userid: &str) -> bool {

@@ -753,13 +753,12 @@ class Emulator:
     def _mutate_users(self, acc: _Ums, changes: Sequence[UserMutation]) -> None:
         """Apply (the core refuses a bad change whole) and journal each change; return once the
         journal is on disk. A request of several changes is all or nothing: its uploads are
-        first checked on a scratch registry (the core's checks of a user depend on nothing
-        else), so a refused one changes nothing."""
+        first checked by the core's check of a user (which depends on nothing else), so a
+        refused one changes nothing."""
         if len(changes) > 1:
-            scratch = UmsRegistry()
             for change in changes:
                 if isinstance(change, UpsertUser):
-                    change.apply(scratch)
+                    change.check()
         durable = []
         with acc.lock:
             for change in changes:

@@ -331,6 +331,10 @@ class UpsertUser:
     def apply(self, reg: UmsRegistry) -> None:
         reg.upsert_user(self.userid, self.tags, self.bindings)
 
+    def check(self) -> None:
+        """Refuse the user as ``apply`` would (1015018), changing nothing."""
+        _core.UmsRegistry.check_user(self.userid, self.tags, self.bindings)
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteUser:
