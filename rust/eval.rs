@@ -333,18 +333,16 @@ fn mask_of(sample: &[u32], kept: &[u32]) -> u32 {
     mask
 }
 
-/// The union of two ascending, disjoint id lists, ascending.
-fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+/// The union of two ascending, distinct id lists, ascending and distinct (one merge pass).
+pub(crate) fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        if a[i] < b[j] {
-            out.push(a[i]);
-            i += 1;
-        } else {
-            out.push(b[j]);
-            j += 1;
-        }
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => (out.push(a[i]), i += 1),
+            std::cmp::Ordering::Greater => (out.push(b[j]), j += 1),
+            std::cmp::Ordering::Equal => (out.push(a[i]), (i, j) = (i + 1, j + 1)),
+        };
     }
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);

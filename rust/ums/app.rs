@@ -14,7 +14,7 @@
 
 use super::stages::Members;
 use super::UmsRegistry;
-use crate::registry::{Platform, Registry, Vendor};
+use crate::registry::{Platform, Registry};
 use crate::route;
 use croaring::Bitmap;
 use std::borrow::Cow;
@@ -33,16 +33,9 @@ pub struct AppDevices {
     ttl: u64,
 }
 
-/// The IDs of one JPush delivery group: one platform and, on Android, one vendor channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppGroup {
-    pub platform: Platform,
-    pub vendor: Option<Vendor>,
-    /// The APNs environment, for iOS only.
-    pub apns_production: Option<bool>,
-    /// UMS ids, ascending.
-    pub ids: Vec<u32>,
-}
+/// The IDs of one JPush delivery group: one platform and, on Android, one vendor channel; a
+/// JPush batch whose `ids` are UMS ids (interned channel IDs), ascending.
+pub type AppGroup = route::Batch;
 
 impl AppDevices {
     /// Look up the UMS ids `ids` (ascending) in `devices`, keeping the live devices on
@@ -188,12 +181,7 @@ impl AppDevices {
                 if !ids.is_sorted() {
                     ids.sort_unstable();
                 }
-                AppGroup {
-                    platform: b.platform,
-                    vendor: b.vendor,
-                    apns_production: b.apns_production,
-                    ids,
-                }
+                AppGroup { ids, ..b }
             })
             .collect()
     }
@@ -326,6 +314,7 @@ impl DeviceMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Vendor;
     use crate::ums::tests::user;
     use crate::ums::ChannelType;
 

@@ -32,6 +32,7 @@ use super::app::AppDevices;
 use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
 use super::{code, refuse, ChannelType, IdList, UmsRegistry};
 use crate::error::Result;
+use crate::eval::merge_sorted;
 use croaring::Bitmap;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -461,22 +462,6 @@ impl Probe<'_> {
     fn contains(&self, v: u32) -> bool {
         self.members.contains(v) == self.keep_in
     }
-}
-
-/// The union of two ascending, distinct lists, ascending and distinct.
-fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => (out.push(a[i]), i += 1),
-            std::cmp::Ordering::Greater => (out.push(b[j]), j += 1),
-            std::cmp::Ordering::Equal => (out.push(a[i]), (i, j) = (i + 1, j + 1)),
-        };
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 /// The IDs of `ids` (ascending) that are in `set` (`keep_in`) or not in it, by merging with
