@@ -818,6 +818,13 @@ fn names_of(ids: &[u32], capacity: usize, name: impl Fn(u32) -> String) -> PyRes
 }
 
 /// A user record from the arguments of `upsert_user` (an unknown channel type is refused).
+/// A user as Python passes it: userid, tags by scope, IDs by scope and channel type.
+type UserTriple = (
+    String,
+    HashMap<String, Vec<String>>,
+    HashMap<String, HashMap<String, Vec<String>>>,
+);
+
 fn user_record(
     py: Python<'_>,
     userid: String,
@@ -890,18 +897,13 @@ impl PyUmsRegistry {
         self.write(py, |r| r.upsert_user(&record))
     }
 
-    /// Refuse a user as `upsert_user` would, without a registry (it depends on nothing else).
-    #[staticmethod]
-    #[pyo3(signature = (userid, tags=HashMap::new(), bindings=HashMap::new()))]
-    fn check_user(
-        py: Python<'_>,
-        userid: String,
-        tags: HashMap<String, Vec<String>>,
-        bindings: HashMap<String, HashMap<String, Vec<String>>>,
-    ) -> PyResult<()> {
-        user_record(py, userid, tags, bindings)?
-            .check()
-            .or_raise_ums(py)
+    /// `upsert_user` of `(userid, tags, bindings)` triples, all or nothing.
+    fn upsert_users(&self, py: Python<'_>, users: Vec<UserTriple>) -> PyResult<Vec<u32>> {
+        let records = users
+            .into_iter()
+            .map(|(userid, tags, bindings)| user_record(py, userid, tags, bindings))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.write(py, |r| r.upsert_users(&records))
     }
 
     fn delete_user(&self, py: Python<'_>, userid: &str) -> bool {

@@ -65,6 +65,12 @@ fn refuse(code: u32, message: String) -> Error {
     Error::Invalid { code, message }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The bytes a test lets the interners take (`fits`): "full" without gigabytes of strings.
+    static TEST_ROOM: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
 fn bad(message: String) -> Error {
     refuse(code::BAD_RECORD, message)
 }
@@ -632,6 +638,10 @@ impl UmsRegistry {
     }
 
     fn fits(&self, bytes: usize) -> bool {
+        #[cfg(test)]
+        if bytes > TEST_ROOM.get() {
+            return false;
+        }
         self.users.fits(bytes)
             && self.ids.fits(bytes)
             && self.tags.fits(bytes)
@@ -646,11 +656,25 @@ impl UmsRegistry {
     /// Insert or replace a user: afterwards its tags and bindings are exactly the record's
     /// (a deleted user comes back). Returns its id. A refusal changes nothing.
     pub fn upsert_user(&mut self, user: &UserRecord) -> Result<u32> {
-        user.check()?;
-        if !self.fits(user.bytes()) {
+        Ok(self.upsert_users(std::slice::from_ref(user))?[0])
+    }
+
+    /// `upsert_user` of several users, all or nothing: every record is checked, and the
+    /// interners must have room for all of them together, before anything changes (a
+    /// refusal of the second record leaves the first unapplied). Returns their ids, in order.
+    pub fn upsert_users(&mut self, users: &[UserRecord]) -> Result<Vec<u32>> {
+        for (i, user) in users.iter().enumerate() {
+            user.check().map_err(|e| match e {
+                Error::Invalid { code, message } if users.len() > 1 => {
+                    refuse(code, format!("users[{i}] ({:?}): {message}", user.userid))
+                }
+                e => e,
+            })?;
+        }
+        if !self.fits(users.iter().map(UserRecord::bytes).sum()) {
             return Err(bad("the UMS registry is full".into()));
         }
-        Ok(self.apply_user(user))
+        Ok(users.iter().map(|u| self.apply_user(u)).collect())
     }
 
     /// `upsert_user` of an already checked record.
@@ -947,6 +971,34 @@ mod tests {
             ChannelType::parse("alipay_life").unwrap(),
             ChannelType::AlipayLife
         );
+    }
+
+    #[test]
+    fn a_batch_of_users_is_all_or_nothing() {
+        let mut reg = UmsRegistry::new();
+        let a = user(
+            "u1",
+            &[("all", &["vip"])],
+            &[("all", ChannelType::Sms, &["139"])],
+        );
+        let b = user("u2", &[], &[("all", ChannelType::Sms, &["138"])]);
+        let bad = user("u 3", &[], &[]);
+        // A bad second record: the first is not applied either, and the refusal names it.
+        let e = reg.upsert_users(&[a.clone(), bad]).unwrap_err();
+        assert!(e.to_string().contains(r#"users[1] ("u 3")"#), "{e}");
+        assert_eq!((reg.len(), reg.user("u1")), (0, None));
+        // Room for each record alone but not for both together: "full", nothing applied.
+        TEST_ROOM.set(a.bytes().max(b.bytes()));
+        let e = reg.upsert_users(&[a.clone(), b.clone()]).unwrap_err();
+        assert!(e.to_string().contains("full"), "{e}");
+        assert_eq!((reg.len(), reg.user("u1")), (0, None));
+        assert_eq!(reg.upsert_users(std::slice::from_ref(&a)).unwrap(), vec![0]);
+        TEST_ROOM.set(usize::MAX);
+        assert_eq!(
+            reg.upsert_users(&[a.clone(), b.clone()]).unwrap(),
+            vec![0, 1]
+        );
+        assert_eq!((reg.user("u1"), reg.user("u2")), (Some(a), Some(b)));
     }
 
     #[test]

@@ -251,6 +251,9 @@ def test_too_long(reg: UmsRegistry) -> None:
         lambda r: r.upsert_user("u2", {"all": ["标" * 14]}),
         lambda r: r.upsert_user("u2", bindings={"all": {"fax": ["1"]}}),
         lambda r: r.upsert_user("u2", bindings={"all": {"sms": [""]}}),
+        # several users are all or nothing: u2 is not applied either
+        lambda r: r.upsert_users([("u2", None, None), ("u 3", None, None)]),
+        lambda r: r.upsert_users([("u2", None, None), ("u3", None, {"all": {"fax": ["1"]}})]),
         lambda r: r.add_channel("all", "sms"),
         lambda r: r.add_channel("c9", "fax"),
         lambda r: r.add_segment("s", ["bad user"]),

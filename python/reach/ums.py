@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -584,6 +584,20 @@ def parse_rule(obj: object) -> SendRule:
     return SendRule(rule_id, tuple(out))
 
 
+UserArgs = tuple[str, Mapping[str, list[str]] | None, Mapping[str, Mapping[str, list[str]]] | None]
+"""A user as ``UmsRegistry.upsert_users`` takes it: userid, tags and bindings by scope."""
+
+
+def _user_args(
+    userid: str,
+    tags: Mapping[str, list[str]] | None,
+    bindings: Mapping[str, Mapping[str, list[str]]] | None,
+) -> tuple[str, dict[str, list[str]], dict[str, dict[str, list[str]]]]:
+    """A user's fields as the core takes them (plain dicts and lists)."""
+    binds = {s: {t: list(ids) for t, ids in types.items()} for s, types in (bindings or {}).items()}
+    return userid, {s: list(t) for s, t in (tags or {}).items()}, binds
+
+
 class UmsRegistry:
     """The UMS users of one account (in the core) with its templates and send strategies.
 
@@ -622,10 +636,12 @@ class UmsRegistry:
     ) -> int:
         """Upload or replace a user: afterwards its tags and bindings (per scope: ``"all"`` or
         a channel key) are exactly these. Its id."""
-        binds = {
-            s: {t: list(ids) for t, ids in types.items()} for s, types in (bindings or {}).items()
-        }
-        return self._core.upsert_user(userid, {s: list(t) for s, t in (tags or {}).items()}, binds)
+        return self._core.upsert_user(*_user_args(userid, tags, bindings))
+
+    def upsert_users(self, users: Iterable[UserArgs]) -> list[int]:
+        """``upsert_user`` of several ``(userid, tags, bindings)`` users, all or nothing: a
+        refusal of any (``UmsError`` naming it) changes nothing. Their ids."""
+        return self._core.upsert_users([_user_args(*u) for u in users])
 
     def delete_user(self, userid: str) -> bool:
         return self._core.delete_user(userid)

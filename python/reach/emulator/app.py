@@ -752,17 +752,16 @@ class Emulator:
 
     def _mutate_users(self, acc: _Ums, changes: Sequence[UserMutation]) -> None:
         """Apply (the core refuses a bad change whole) and journal each change; return once the
-        journal is on disk. A request of several changes is all or nothing: its uploads are
-        first checked by the core's check of a user (which depends on nothing else), so a
-        refused one changes nothing."""
-        if len(changes) > 1:
-            for change in changes:
-                if isinstance(change, UpsertUser):
-                    change.check()
+        journal is on disk. A request of several changes is all or nothing: its uploads go to
+        the core together, which refuses them all if it refuses any."""
+        uploads = [c for c in changes if isinstance(c, UpsertUser)]
         durable = []
         with acc.lock:
+            if uploads:
+                UpsertUser.apply_all(acc.registry, uploads)
             for change in changes:
-                change.apply(acc.registry)
+                if not isinstance(change, UpsertUser):
+                    change.apply(acc.registry)
                 durable.append(self.store.journal(acc.owner, change))
                 acc.unsaved += 1
             if acc.unsaved >= self.checkpoint_every:

@@ -331,9 +331,10 @@ class UpsertUser:
     def apply(self, reg: UmsRegistry) -> None:
         reg.upsert_user(self.userid, self.tags, self.bindings)
 
-    def check(self) -> None:
-        """Refuse the user as ``apply`` would (1015018), changing nothing."""
-        _core.UmsRegistry.check_user(self.userid, self.tags, self.bindings)
+    @staticmethod
+    def apply_all(reg: UmsRegistry, users: Sequence[UpsertUser]) -> None:
+        """``apply`` of several users, all or nothing (the core checks them together)."""
+        reg.upsert_users([(u.userid, u.tags, u.bindings) for u in users])
 
 
 @dataclass(frozen=True, slots=True)
