@@ -746,8 +746,14 @@ fn _set_chunking(ranges_per_core: u64, min_ids: u64) {
     chunked::set_chunking(ranges_per_core, min_ids);
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // SAFETY: module initialisation runs before any of this module's code, so no CRoaring
+    // object exists yet (CRoaring is linked into this module alone).
+    unsafe { croaring::configure_rust_alloc() };
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SMALL_THRESHOLD_DEFAULT", eval::SMALL)?;
     m.add("NAME_MAX_BYTES", expr::NAME_MAX_BYTES)?;

@@ -17,6 +17,7 @@ use super::UmsRegistry;
 use crate::registry::{Platform, Registry};
 use crate::route;
 use croaring::Bitmap;
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The IDs of an app channel as devices of one JPush app, under a platform filter.
@@ -200,6 +201,9 @@ fn gallop<T>(items: &[T], before: impl Fn(&T) -> bool) -> usize {
     lo + items[lo..hi].partition_point(&before)
 }
 
+/// IDs looked up per task when a send finds many not looked up yet (a cold map).
+const LOOKUP_SLICE: usize = if cfg!(test) { 2 } else { 16_384 };
+
 /// A JPush device id that no UMS channel ID has.
 pub const NO_DEVICE: u32 = u32::MAX;
 /// Not looked up yet.
@@ -244,9 +248,17 @@ impl DeviceMap {
             .collect();
         let missing: Vec<usize> = (0..ids.len()).filter(|&k| out[k] == UNKNOWN).collect();
         if !missing.is_empty() {
-            // One batched lookup (hashes first, then prefetched probes) instead of one per ID.
-            let names: Vec<&str> = missing.iter().map(|&k| ums.channel_id(ids[k])).collect();
-            let found = devices.devices.lookup_many(&names);
+            // Batched lookups (hashes first, then prefetched probes) instead of one per ID, in
+            // slices on all cores when many (a first send looks up every ID of its channel).
+            let names: Vec<&str> = missing
+                .par_iter()
+                .with_min_len(LOOKUP_SLICE)
+                .map(|&k| ums.channel_id(ids[k]))
+                .collect();
+            let found: Vec<Option<u32>> = names
+                .par_chunks(LOOKUP_SLICE)
+                .flat_map_iter(|slice| devices.devices.lookup_many(slice))
+                .collect();
             for (&k, d) in missing.iter().zip(found) {
                 debug_assert!(
                     d.is_none_or(|d| d < UNKNOWN),
