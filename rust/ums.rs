@@ -510,7 +510,7 @@ impl UserRecord {
 /// };
 /// let res = reg.resolve(&spec).unwrap();
 /// assert_eq!(reg.channel_id(res.channels[0].ids[0]), "13800000000");
-/// assert!(res.unreachable.is_empty());
+/// assert!(res.unreachable().is_empty());
 /// ```
 #[derive(Default, Clone)]
 pub struct UmsRegistry {

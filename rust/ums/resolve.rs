@@ -12,7 +12,11 @@
 //! 5. duplicates removed; a user is *reached* on `c` when one of its IDs survived.
 //!
 //! The audience of the send is the union of the `A_c`; the unreachable users are those of the
-//! audience that no channel reached. Custom channel IDs (`aud_<type>`) go to every channel of
+//! audience that no channel reached. A plain send's caller wants the IDs and the counts: the
+//! audience's size is counted when resolving, but the audience itself, the unreachable users
+//! and the whole send's counts after them are computed on first use (`Resolution::unreachable`),
+//! from what the resolution holds (the distinct `A_c` and each channel's reached users), so
+//! they answer for the send as resolved whatever the registry does afterwards. Custom channel IDs (`aud_<type>`) go to every channel of
 //! that type as they are, minus a black list's IDs or only a white list's IDs (a list's users
 //! do not apply: custom IDs belong to no user).
 
@@ -21,6 +25,7 @@ use crate::error::Result;
 use croaring::Bitmap;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// Whom a send targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,14 +108,108 @@ pub struct Step {
 }
 
 /// The answer to a send.
+///
+/// Invariants: `audience_count` is the size of the union of `audiences` (empty for custom
+/// channel IDs), every channel's `reached` is a subset of that union, and a filled
+/// `unreachable` is that union minus every channel's `reached` (`route_apps`, which changes
+/// `reached`, empties it again).
 #[derive(Debug, Clone)]
 pub struct Resolution {
     pub channels: Vec<ChannelResult>,
-    /// The users targeted on some channel (empty for custom channel IDs).
-    pub audience: Bitmap,
-    /// The users of `audience` that no channel reached.
-    pub unreachable: Bitmap,
+    /// The counts after each step of each channel (then the routing steps of `route_apps`);
+    /// the whole send's are `whole_steps`.
     pub steps: Vec<Step>,
+    /// The distinct audiences of the channels (one for every target but tags).
+    audiences: Vec<Bitmap>,
+    audience_count: u64,
+    audience: OnceLock<Bitmap>,
+    unreachable: OnceLock<Bitmap>,
+}
+
+impl Resolution {
+    /// A resolution of `channels` over the users of `audiences` (distinct bitmaps).
+    fn new(channels: Vec<ChannelResult>, steps: Vec<Step>, audiences: Vec<Bitmap>) -> Self {
+        let audience = OnceLock::new();
+        let audience_count = match &audiences[..] {
+            [] => 0,
+            [one] => one.cardinality(),
+            [a, b] => a.or_cardinality(b),
+            many => {
+                let union = Bitmap::fast_or(&many.iter().collect::<Vec<_>>());
+                let n = union.cardinality();
+                let _ = audience.set(union);
+                n
+            }
+        };
+        Resolution {
+            channels,
+            steps,
+            audiences,
+            audience_count,
+            audience,
+            unreachable: OnceLock::new(),
+        }
+    }
+
+    /// How many users the send targets on some channel (0 for custom channel IDs).
+    pub fn audience_count(&self) -> u64 {
+        self.audience_count
+    }
+
+    /// The users targeted on some channel (empty for custom channel IDs); built on first use.
+    pub fn audience(&self) -> &Bitmap {
+        self.audience.get_or_init(|| match &self.audiences[..] {
+            [one] => one.clone(),
+            many => Bitmap::fast_or(&many.iter().collect::<Vec<_>>()),
+        })
+    }
+
+    /// The users of `audience` that no channel reached; computed on first use.
+    pub fn unreachable(&self) -> &Bitmap {
+        self.unreachable.get_or_init(|| {
+            // A fold, not `fast_or`: its lazy union makes a bitset of every container.
+            let mut reached = Bitmap::new();
+            for c in &self.channels {
+                reached.or_inplace(&c.reached);
+            }
+            self.audience().andnot(&reached)
+        })
+    }
+
+    /// How many users some channel reached.
+    pub fn reached_count(&self) -> u64 {
+        self.audience_count - self.unreachable().cardinality()
+    }
+
+    /// The whole send's counts: audience, reached and unreachable users (computes
+    /// `unreachable`).
+    pub fn whole_steps(&self) -> Vec<Step> {
+        let unreachable = self.unreachable().cardinality();
+        [
+            ("audience", self.audience_count),
+            ("reached", self.audience_count - unreachable),
+            ("unreachable", unreachable),
+        ]
+        .map(|(step, count)| Step {
+            channel: None,
+            step,
+            unit: "users",
+            count,
+        })
+        .to_vec()
+    }
+
+    /// Every step: the channels' (and routing's), then the whole send's.
+    pub fn all_steps(&self) -> Vec<Step> {
+        let mut out = self.steps.clone();
+        out.extend(self.whole_steps());
+        out
+    }
+
+    /// Forget `unreachable` after a channel's `reached` changed (`route_apps`).
+    pub(super) fn reached_changed(&mut self) {
+        self.unreachable = OnceLock::new();
+    }
 }
 
 /// The list of a send, and whether it is a black (true) or white list.
@@ -291,7 +390,7 @@ impl UmsRegistry {
             (_, Some(w)) => Some((w, false)),
             _ => None,
         };
-        let mut base = match &spec.target {
+        let base = match &spec.target {
             Target::Broadcast => Some(self.live.clone()),
             Target::Users(names) => {
                 let names = names.names();
@@ -341,49 +440,43 @@ impl UmsRegistry {
             }
         };
         let n = spec.channels.len();
-        let per_channel: Vec<(ChannelResult, Vec<Step>)> = if users >= PARALLEL_USERS {
-            (0..n).into_par_iter().map(one).collect()
-        } else {
-            (0..n).map(one).collect()
+        let resolve_all = || -> Vec<(ChannelResult, Vec<Step>)> {
+            if users >= PARALLEL_USERS {
+                (0..n).into_par_iter().map(one).collect()
+            } else {
+                (0..n).map(one).collect()
+            }
         };
-        if let Target::Tags(_) = spec.target {
-            let parts: Vec<&Bitmap> = audiences.iter().flatten().map(|a| a.as_ref()).collect();
-            base = Some(Bitmap::fast_or(&parts));
-        }
-        let mut audience = base.unwrap_or_default();
-        let mut reached = Bitmap::new();
+        // The distinct audiences, owned by the resolution (for its audience and unreachable
+        // users on demand): tag bitmaps are copied while the channels resolve.
+        let (per_channel, copies) = if let Target::Tags(_) = spec.target {
+            let mut distinct: Vec<&Bitmap> = Vec::new();
+            for a in audiences.iter().flatten() {
+                if !distinct.iter().any(|d| std::ptr::eq(*d, a.as_ref())) {
+                    distinct.push(a.as_ref());
+                }
+            }
+            let copy = || distinct.iter().map(|&b| b.clone()).collect();
+            if users >= PARALLEL_USERS {
+                rayon::join(resolve_all, copy)
+            } else {
+                (resolve_all(), copy())
+            }
+        } else {
+            (resolve_all(), Vec::new())
+        };
+        let audiences = match spec.target {
+            Target::Tags(_) => copies,
+            Target::Custom(_) => Vec::new(),
+            _ => base.into_iter().collect(),
+        };
         let mut channels = Vec::with_capacity(per_channel.len());
         let mut steps = Vec::new();
         for (r, s) in per_channel {
-            reached.or_inplace(&r.reached);
             channels.push(r);
             steps.extend(s);
         }
-        if matches!(spec.target, Target::Custom(_)) {
-            audience.clear();
-        }
-        let unreachable = audience.andnot(&reached);
-        for (step, count) in [
-            ("audience", audience.cardinality()),
-            (
-                "reached",
-                audience.cardinality() - unreachable.cardinality(),
-            ),
-            ("unreachable", unreachable.cardinality()),
-        ] {
-            steps.push(Step {
-                channel: None,
-                step,
-                unit: "users",
-                count,
-            });
-        }
-        Ok(Resolution {
-            channels,
-            audience,
-            unreachable,
-            steps,
-        })
+        Ok(Resolution::new(channels, steps, audiences))
     }
 
     /// The users of the tags on channel `key`: per tag the users with it bound to `key`, or
@@ -769,14 +862,14 @@ mod tests {
             .unwrap();
         assert_eq!(strings(&r, &res), [vec!["a0"], vec!["p1"], vec![]]);
         // The audience joins app1's own `t` (u0) and the global one (u1, u2) of the others.
-        assert_eq!(res.audience.to_vec(), vec![0, 1, 2]);
-        assert_eq!(res.unreachable.to_vec(), vec![2]);
+        assert_eq!(res.audience().to_vec(), vec![0, 1, 2]);
+        assert_eq!(res.unreachable().to_vec(), vec![2]);
         let res = r.resolve(&send(Target::Broadcast, None, None)).unwrap();
         assert_eq!(
             strings(&r, &res),
             [vec!["a0"], vec!["p0own", "p1"], vec!["d0"]]
         );
-        let last = res.steps.last().unwrap();
+        let last = res.all_steps().pop().unwrap();
         assert_eq!((last.step, last.count), ("unreachable", 1));
     }
 
@@ -788,7 +881,7 @@ mod tests {
         assert_eq!(strings(&r, &res), [vec!["a0"], vec![], vec!["d0"]]);
         let res = r.resolve(&send(Target::Broadcast, None, Some(1))).unwrap();
         assert_eq!(strings(&r, &res), [vec![], vec!["p0own", "p1"], vec![]]);
-        assert_eq!(res.unreachable.to_vec(), vec![2]);
+        assert_eq!(res.unreachable().to_vec(), vec![2]);
     }
 
     #[test]
@@ -802,7 +895,7 @@ mod tests {
         r.prepare(&spec).unwrap();
         let res = r.resolve(&spec).unwrap();
         assert_eq!(strings(&r, &res), [vec![], vec!["p1", "x"], vec![]]);
-        assert!(res.audience.is_empty());
+        assert!(res.audience().is_empty());
         let code = |spec: &SendSpec| match r.resolve(spec) {
             Err(Error::Invalid { code, .. }) => code,
             other => panic!("{:?}", other.map(|_| ())),

@@ -196,7 +196,7 @@ impl UmsRegistry {
 
     /// Route the app channels of `res` through their JPush apps: IDs that are not routable are
     /// dropped, the users left without an ID are no longer reached on that channel, and the
-    /// send's `reached`/`unreachable` follow.
+    /// send's `reached`/`unreachable` follow (on their next use).
     pub fn route_apps(&self, res: &mut Resolution, apps: &AppRoutes) {
         let mut routed = Vec::new();
         for c in &mut res.channels {
@@ -223,22 +223,8 @@ impl UmsRegistry {
         if routed.is_empty() {
             return;
         }
-        let reached: Vec<&Bitmap> = res.channels.iter().map(|c| &c.reached).collect();
-        res.unreachable = res.audience.andnot(&Bitmap::fast_or(&reached));
-        let at = res
-            .steps
-            .iter()
-            .position(|s| s.channel.is_none())
-            .unwrap_or(res.steps.len());
-        res.steps.splice(at..at, routed);
-        let unreachable = res.unreachable.cardinality();
-        for s in res.steps.iter_mut().filter(|s| s.channel.is_none()) {
-            match s.step {
-                "reached" => s.count = res.audience.cardinality() - unreachable,
-                "unreachable" => s.count = unreachable,
-                _ => {}
-            }
-        }
+        res.steps.extend(routed);
+        res.reached_changed();
     }
 
     /// The IDs of `ids` (on channel `key` of type `ty`; ascending) that deliver (see the
@@ -598,8 +584,8 @@ mod tests {
         r.route_apps(&mut res, &apps);
         // a3 is no device: u3 is no longer reached on app1 and nothing else reaches it
         assert_eq!(strings(&r, &res.channels[0].ids), vec!["a0", "a1"]);
-        assert_eq!(res.unreachable.to_vec(), vec![3]);
-        let last = res.steps.last().unwrap();
+        assert_eq!(res.unreachable().to_vec(), vec![3]);
+        let last = res.all_steps().pop().unwrap();
         assert_eq!((last.step, last.count), ("unreachable", 1));
         let rule = [("app1".to_string(), 0), ("sms1".to_string(), 5)];
         let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
