@@ -1139,7 +1139,7 @@ impl PyUmsRegistry {
             .or_raise_ums(py)?;
         let per_stage: Vec<u64> = stages
             .iter()
-            .map(|s| s.delivered(&res).cardinality())
+            .map(|s| s.delivered_count(&res))
             .collect();
         let plain = stages.len() == res.channels.len()
             && stages
@@ -1288,7 +1288,7 @@ impl PyUmsChannel {
         PyUmsChannel {
             key: c.key.clone(),
             ty: c.ty,
-            reached: c.reached.cardinality(),
+            reached: c.reached.count(),
             len: ids.len(),
             ids: ids_array(py, ids).unbind(),
             registry,

@@ -21,9 +21,10 @@ mod load;
 mod resolve;
 pub mod snapshot;
 mod stages;
+mod walk;
 
 pub use app::{AppDevices, AppGroup, DeviceMap};
-pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target, UserNames};
+pub use resolve::{ChannelResult, Reached, Resolution, SendSpec, Step, Target, UserNames};
 pub use stages::{AppRoutes, Stage};
 
 use crate::error::{Error, Result};

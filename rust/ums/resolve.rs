@@ -94,7 +94,55 @@ pub struct ChannelResult {
     pub key: String,
     pub ty: ChannelType,
     pub ids: Vec<u32>,
-    pub reached: Bitmap,
+    pub reached: Reached,
+}
+
+/// The users a channel reached: how many, and the bitmap of them, which a channel resolved by
+/// a word walk (`walk`) builds from its words on first use (a plain send never asks for it).
+///
+/// Invariant: `count` is the size of the bitmap; `words` (when not empty) has exactly the
+/// bitmap's bits set (value `v`: bit `v % 64` of word `v / 64`).
+#[derive(Debug, Clone)]
+pub struct Reached {
+    count: u64,
+    bitmap: OnceLock<Bitmap>,
+    words: Vec<u64>,
+}
+
+impl Reached {
+    pub fn of(users: Bitmap) -> Self {
+        Reached {
+            count: users.cardinality(),
+            bitmap: OnceLock::from(users),
+            words: Vec::new(),
+        }
+    }
+
+    /// The users of the set bits of `words` (a whole number of containers' words), `count`
+    /// of them.
+    pub(super) fn of_words(words: Vec<u64>, count: u64) -> Self {
+        debug_assert_eq!(crate::chunked::count_ones(&words) as u64, count);
+        Reached {
+            count,
+            bitmap: OnceLock::new(),
+            words,
+        }
+    }
+
+    /// How many users.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The users (built on first use from the words of a walk).
+    pub fn bitmap(&self) -> &Bitmap {
+        self.bitmap
+            .get_or_init(|| crate::chunked::bitmap_of_words(&self.words))
+    }
 }
 
 /// A count after one step of the resolution (`channel` is `None` for the whole send).
@@ -170,7 +218,7 @@ impl Resolution {
             // A fold, not `fast_or`: its lazy union makes a bitset of every container.
             let mut reached = Bitmap::new();
             for c in &self.channels {
-                reached.or_inplace(&c.reached);
+                reached.or_inplace(c.reached.bitmap());
             }
             self.audience().andnot(&reached)
         })
@@ -231,7 +279,7 @@ const PARALLEL_USERS: u64 = if cfg!(test) { 4 } else { 50_000 };
 /// in user order (first IDs, then extras, of each binding): the runs are concatenated when
 /// their ranges do not overlap (no copy at all when they are already in order) and merged
 /// otherwise, in linear time; anything else is sorted.
-fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
+pub(super) fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
     let mut starts = vec![0];
     // Blocks without a descent are passed over by a branch-free (vectorised) test.
     const BLOCK: usize = 256;
@@ -330,6 +378,13 @@ fn merge(a: &[u32], b: &[u32]) -> Vec<u32> {
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);
     out
+}
+
+/// Whether the walk over `a`'s words (`walk`) pays: `a` holds at least one user in
+/// `DENSE_IDS_PER_USER` of its id range (so most of its words hold one).
+fn dense(a: &Bitmap) -> bool {
+    a.maximum()
+        .is_some_and(|m| a.cardinality() * super::DENSE_IDS_PER_USER > u64::from(m))
 }
 
 /// The users of `users` (each bound in `b`) with at least one ID passing `keep`.
@@ -595,15 +650,24 @@ impl UmsRegistry {
             })
         };
         step("audience", "users", a.cardinality());
-        let (ids, reached) = if list.is_none() && a.cardinality() <= SMALL_USERS {
-            let (ids, reached, bound) = self.small_channel(key, ty, a);
+        let plain = list.is_none();
+        let walked = (plain && dense(a))
+            .then(|| self.walk_channel(key, ty, a))
+            .flatten();
+        let (ids, reached) = if let Some((ids, reached, bound)) = walked {
             step("bound", "users", bound);
             step("ids", "ids", ids.len() as u64);
             (ids, reached)
+        } else if plain && a.cardinality() <= SMALL_USERS {
+            let (ids, reached, bound) = self.small_channel(key, ty, a);
+            step("bound", "users", bound);
+            step("ids", "ids", ids.len() as u64);
+            (ids, Reached::of(reached))
         } else {
-            self.bitmap_channel(key, ty, a, list, &mut step)
+            let (ids, reached) = self.bitmap_channel(key, ty, a, list, &mut step);
+            (ids, Reached::of(reached))
         };
-        step("reached", "users", reached.cardinality());
+        step("reached", "users", reached.count());
         let result = ChannelResult {
             key: key.to_owned(),
             ty,
@@ -615,7 +679,7 @@ impl UmsRegistry {
 
     /// Steps 3 to 5 of the module doc over bitmaps (any audience, any list): the distinct IDs
     /// and the users reached; every count after a step goes to `step`.
-    fn bitmap_channel(
+    pub(super) fn bitmap_channel(
         &self,
         key: &str,
         ty: ChannelType,
@@ -718,7 +782,7 @@ impl UmsRegistry {
             key: key.to_owned(),
             ty,
             ids,
-            reached: Bitmap::new(),
+            reached: Reached::of(Bitmap::new()),
         };
         (result, steps)
     }
@@ -847,7 +911,7 @@ mod tests {
                 let (big, _) = r.user_channel(k, ty, &a, None);
                 let (ids, reached, bound) = r.small_channel(k, ty, &a);
                 proptest::prop_assert_eq!(&big.ids, &ids);
-                proptest::prop_assert_eq!(big.reached.to_vec(), reached.to_vec());
+                proptest::prop_assert_eq!(big.reached.bitmap().to_vec(), reached.to_vec());
                 proptest::prop_assert_eq!(bound, reached.cardinality());
             }
         }

@@ -29,7 +29,7 @@
 //! refers to it instead of copying it.
 
 use super::app::AppDevices;
-use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
+use super::resolve::{ChannelResult, Reached, Resolution, SendSpec, Step, Target};
 use super::{code, refuse, ChannelType, IdList, UmsRegistry};
 use crate::error::Result;
 use crate::eval::merge_sorted;
@@ -70,7 +70,15 @@ impl Stage {
     pub fn delivered<'a>(&'a self, res: &'a Resolution) -> &'a Bitmap {
         self.delivered
             .as_ref()
-            .unwrap_or(&self.channel(res).reached)
+            .unwrap_or_else(|| self.channel(res).reached.bitmap())
+    }
+
+    /// How many users this stage delivered to (`delivered`, without building a bitmap when
+    /// it delivered to every user it sent to).
+    pub fn delivered_count(&self, res: &Resolution) -> u64 {
+        self.delivered
+            .as_ref()
+            .map_or_else(|| self.channel(res).reached.count(), Bitmap::cardinality)
     }
 }
 
@@ -205,12 +213,13 @@ impl UmsRegistry {
             };
             let kept = merge(&c.ids, &app.routable, true).unwrap_or_default();
             if kept.len() != c.ids.len() && !c.reached.is_empty() {
-                c.reached = self.users_with_ids(&c.key, c.ty, &c.reached, &Bitmap::of(&kept));
+                let users = c.reached.bitmap();
+                c.reached = Reached::of(self.users_with_ids(&c.key, c.ty, users, &Bitmap::of(&kept)));
             }
             c.ids = kept;
             for (step, unit, count) in [
                 ("routed", "ids", c.ids.len() as u64),
-                ("routed_reached", "users", c.reached.cardinality()),
+                ("routed_reached", "users", c.reached.count()),
             ] {
                 routed.push(Step {
                     channel: Some(c.key.clone()),
@@ -270,8 +279,8 @@ impl UmsRegistry {
         }
         let c = st.channel(res);
         match self.undelivered((&c.key, c.ty, &c.ids), apps, st.offset as f64, until) {
-            None => Cow::Borrowed(&c.reached),
-            Some(ids) => Cow::Owned(self.users_with_ids(&c.key, c.ty, &c.reached, &ids)),
+            None => Cow::Borrowed(c.reached.bitmap()),
+            Some(ids) => Cow::Owned(self.users_with_ids(&c.key, c.ty, c.reached.bitmap(), &ids)),
         }
     }
 
@@ -284,7 +293,7 @@ impl UmsRegistry {
         sent: Option<ChannelResult>,
         apps: &AppRoutes,
     ) -> Stage {
-        let candidates = res.channels[index].reached.cardinality();
+        let candidates = res.channels[index].reached.count();
         let channel = sent.as_ref().unwrap_or(&res.channels[index]);
         let out = (channel.key.as_str(), channel.ty, channel.ids.as_slice());
         let routed = channel.ty == ChannelType::App && apps.contains_key(&channel.key);
@@ -299,7 +308,7 @@ impl UmsRegistry {
                 let users = self.users_with_ids_where(
                     &channel.key,
                     channel.ty,
-                    &channel.reached,
+                    channel.reached.bitmap(),
                     &self.undeliverable,
                     false,
                 );
@@ -311,15 +320,17 @@ impl UmsRegistry {
                 None => (channel.ids.len() as u64, None),
                 Some(ids) => {
                     let users =
-                        self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids);
+                        self.users_with_ids(&channel.key, channel.ty, channel.reached.bitmap(), &ids);
                     (ids.cardinality(), Some(users))
                 }
             }
         };
-        let delivered_users = delivered.as_ref().unwrap_or(&channel.reached).cardinality();
+        let delivered_users = delivered
+            .as_ref()
+            .map_or(channel.reached.count(), Bitmap::cardinality);
         let steps = [
             ("candidates", "users", candidates),
-            ("users", "users", channel.reached.cardinality()),
+            ("users", "users", channel.reached.count()),
             ("ids", "ids", channel.ids.len() as u64),
             ("delivered_ids", "ids", delivered_ids),
             ("delivered", "users", delivered_users),
@@ -384,16 +395,16 @@ impl UmsRegistry {
                 let d = self.delivered_until(&out[j], res, apps, offset as f64);
                 done.to_mut().or_inplace(&d);
             }
-            let users = c.reached.andnot(&done);
-            let sent = if users.cardinality() == c.reached.cardinality() {
+            let users = c.reached.bitmap().andnot(&done);
+            let sent = if users.cardinality() == c.reached.count() {
                 None
             } else {
                 let (mut ch, _) = self.user_channel(key, c.ty, &users, self.send_list(spec));
                 if let Some(app) = apps.get(key).filter(|_| c.ty == ChannelType::App) {
                     ch.ids = merge(&ch.ids, &app.routable, true).unwrap_or_default();
                 }
-                debug_assert_eq!(ch.reached.cardinality(), users.cardinality());
-                ch.reached = users;
+                debug_assert_eq!(ch.reached.count(), users.cardinality());
+                ch.reached = Reached::of(users);
                 Some(ch)
             };
             let at = (n as u32 + 1, *delay, offset);
