@@ -25,6 +25,7 @@ use crate::error::Result;
 use croaring::Bitmap;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Whom a send targets.
@@ -496,11 +497,33 @@ impl UmsRegistry {
         };
         let n = spec.channels.len();
         let resolve_all = || -> Vec<(ChannelResult, Vec<Step>)> {
-            if users >= PARALLEL_USERS {
-                (0..n).into_par_iter().map(one).collect()
-            } else {
-                (0..n).map(one).collect()
+            if users < PARALLEL_USERS {
+                return (0..n).map(one).collect();
             }
+            // The largest channels first, each to the next free thread: channels differ a lot
+            // in cost (a send's app and SMS channels may be most of it), and an even split of
+            // the list leaves one thread idle while the other finishes a large one.
+            let cost = |i: usize| {
+                audiences[i]
+                    .as_ref()
+                    .map_or(0.0, |a| self.channel_cost(&spec.channels[i], types[i], a))
+            };
+            let mut order: Vec<(f64, usize)> = (0..n).map(|i| (cost(i), i)).collect();
+            order.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+            let next = AtomicUsize::new(0);
+            let done: Vec<OnceLock<(ChannelResult, Vec<Step>)>> =
+                (0..n).map(|_| OnceLock::new()).collect();
+            (0..rayon::current_num_threads())
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(|_| {
+                    while let Some(&(_, i)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let _ = done[i].set(one(i));
+                    }
+                });
+            done.into_iter()
+                .map(|d| d.into_inner().expect("every channel is resolved"))
+                .collect()
         };
         // The distinct audiences, owned by the resolution (for its audience and unreachable
         // users on demand): tag bitmaps are copied while the channels resolve.
@@ -552,6 +575,27 @@ impl UmsRegistry {
             [one] => Cow::Borrowed(one),
             _ => Cow::Owned(Bitmap::fast_or(&parts)),
         }
+    }
+
+    /// A rough cost of resolving channel `key` over audience `a`, to start the costly
+    /// channels first: per binding read, the users of `a` expected bound there (as if
+    /// independent of `a`), extra IDs four times (a lookup each), and the words of `a`'s range.
+    fn channel_cost(&self, key: &str, ty: ChannelType, a: &Bitmap) -> f64 {
+        let own = self.scope(key).and_then(|s| self.bindings.get(&(ty, s)));
+        let global = self.bindings.get(&(ty, GLOBAL));
+        let read = match ty.selection() {
+            Selection::Own => [own, None],
+            Selection::Global => [global, None],
+            Selection::OwnElseGlobal => [own, global],
+        };
+        let range = f64::from(a.maximum().unwrap_or(0)) + 1.0;
+        let share = a.cardinality() as f64 / range;
+        let bound: f64 = read
+            .into_iter()
+            .flatten()
+            .map(|b| (b.users.cardinality() + 4 * b.multi.cardinality()) as f64)
+            .sum();
+        share * bound + range / 64.0
     }
 
     /// The bindings a channel's IDs come from, each with the users of `a` taken from it.
