@@ -201,22 +201,7 @@ impl Chunk {
 
     /// Add the values of `c`.
     pub(crate) fn or(&mut self, c: &Container) {
-        match c {
-            Container::Bitset(w, _) => {
-                for (a, b) in self.words.iter_mut().zip(w.iter()) {
-                    *a |= b;
-                }
-            }
-            // SAFETY: `words` has `BITSET_WORDS` words, enough for every u16 value.
-            Container::Array(a) => unsafe {
-                croaring_sys::bitset_set_list(self.words.as_mut_ptr(), a.as_ptr(), a.len() as u64)
-            },
-            Container::Run(runs) => {
-                for r in runs.iter() {
-                    self.set_range(r, true);
-                }
-            }
-        }
+        or_container(&mut self.words, c);
     }
 
     /// Keep the values of `c` only (`scratch` is overwritten).
@@ -370,11 +355,41 @@ impl Chunk {
     }
 }
 
+/// Add the values of container `c` to the words of one key.
+pub(crate) fn or_container(words: &mut [u64; BITSET_WORDS], c: &Container) {
+    match c {
+        Container::Bitset(w, _) => {
+            for (a, b) in words.iter_mut().zip(w.iter()) {
+                *a |= b;
+            }
+        }
+        // SAFETY: `words` has `BITSET_WORDS` words, enough for every u16 value.
+        Container::Array(a) => unsafe {
+            croaring_sys::bitset_set_list(words.as_mut_ptr(), a.as_ptr(), a.len() as u64)
+        },
+        Container::Run(runs) => {
+            for r in runs.iter() {
+                let lo = u32::from(r.value);
+                for (i, m) in Chunk::masks(lo, lo + u32::from(r.length) + 1) {
+                    words[i] |= m;
+                }
+            }
+        }
+    }
+}
+
+/// Add the values of key `k` of `b` to `words`.
+pub(crate) fn or_key(words: &mut [u64; BITSET_WORDS], b: &Bitmap, k: u16) {
+    let c = Containers::new(b);
+    if let Ok(i) = c.keys().binary_search(&k) {
+        or_container(words, &c.get(i));
+    }
+}
+
 /// Values per cache line of an array container, and how many lines ahead `members` fetches.
 const BLOCK: usize = 32;
 const AHEAD: usize = 8;
 
-/// The bits set in `words`.
 /// The set bits of `words`.
 pub(crate) fn count_ones(words: &[u64]) -> usize {
     #[cfg(target_arch = "x86_64")]
@@ -689,17 +704,38 @@ pub fn count(expr: &Expr<'_>, ranges: &[Range<u32>]) -> u64 {
 }
 
 /// The bitmap of the set bits of `words` (value `v` is bit `v % 64` of word `v / 64`; a
-/// multiple of `BITSET_WORDS` words), its containers written in the portable format and read
-/// by CRoaring in one call (no per-value work for the dense keys).
+/// multiple of `BITSET_WORDS` words).
 pub(crate) fn bitmap_of_words(words: &[u64]) -> Bitmap {
     assert_eq!(words.len() % BITSET_WORDS, 0, "whole keys");
-    assert!(words.len() / BITSET_WORDS <= 1 << 16, "32-bit values");
-    let mut part = Part::default();
-    let mut values = Vec::new();
-    for (k, w) in words.chunks_exact(BITSET_WORDS).enumerate() {
-        part.push(k as u16, w, count_ones(w), &mut values);
-    }
-    join(&[part])
+    bitmap_by_keys(words.len() / BITSET_WORDS, |k, out| {
+        let at = usize::from(k) * BITSET_WORDS;
+        out.copy_from_slice(&words[at..at + BITSET_WORDS]);
+    })
+}
+
+/// The bitmap whose values of key `k` (for `k < keys`) are the set bits `fill(k, words)` leaves
+/// in `words` (cleared before each call). Keys are filled in parallel, in ranges, and their
+/// containers written in the portable format, which CRoaring reads in one call (no per-value
+/// work for the dense keys).
+pub(crate) fn bitmap_by_keys(
+    keys: usize,
+    fill: impl Fn(u16, &mut [u64; BITSET_WORDS]) + Sync,
+) -> Bitmap {
+    assert!(keys <= 1 << 16, "32-bit values");
+    const KEYS_PER_TASK: usize = 16;
+    let parts: Vec<Part> = (0..keys.div_ceil(KEYS_PER_TASK))
+        .into_par_iter()
+        .map(|t| {
+            let (mut part, mut chunk, mut values) = (Part::default(), Chunk::new(), Vec::new());
+            for k in t * KEYS_PER_TASK..((t + 1) * KEYS_PER_TASK).min(keys) {
+                chunk.clear();
+                fill(k as u16, &mut chunk.words);
+                part.push(k as u16, &chunk.words[..], chunk.len(), &mut values);
+            }
+            part
+        })
+        .collect();
+    join(&parts)
 }
 
 /// One bitmap from the parts of ascending ranges: their containers in the portable format

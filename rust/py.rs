@@ -1137,10 +1137,7 @@ impl PyUmsRegistry {
                 Ok((res, stages, groups, app_online))
             })
             .or_raise_ums(py)?;
-        let per_stage: Vec<u64> = stages
-            .iter()
-            .map(|s| s.delivered_count(&res))
-            .collect();
+        let per_stage: Vec<u64> = stages.iter().map(|s| s.delivered_count(&res)).collect();
         let plain = stages.len() == res.channels.len()
             && stages
                 .iter()

@@ -21,6 +21,8 @@
 //! do not apply: custom IDs belong to no user).
 
 use super::{code, refuse, Bindings, ChannelType, IdList, Selection, UmsRegistry, GLOBAL};
+use crate::chunked;
+use crate::containers::BITSET_WORDS;
 use crate::error::Result;
 use croaring::Bitmap;
 use rayon::prelude::*;
@@ -122,7 +124,7 @@ impl Reached {
     /// The users of the set bits of `words` (a whole number of containers' words), `count`
     /// of them.
     pub(super) fn of_words(words: Vec<u64>, count: u64) -> Self {
-        debug_assert_eq!(crate::chunked::count_ones(&words) as u64, count);
+        debug_assert_eq!(chunked::count_ones(&words) as u64, count);
         Reached {
             count,
             bitmap: OnceLock::new(),
@@ -139,10 +141,25 @@ impl Reached {
         self.count == 0
     }
 
+    /// Add the users of key `k` to `words`.
+    fn or_key(&self, words: &mut [u64; BITSET_WORDS], k: u16) {
+        match self.bitmap.get() {
+            Some(b) => chunked::or_key(words, b, k),
+            None => {
+                let at = usize::from(k) * BITSET_WORDS;
+                if let Some(w) = self.words.get(at..at + BITSET_WORDS) {
+                    for (x, y) in words.iter_mut().zip(w) {
+                        *x |= y;
+                    }
+                }
+            }
+        }
+    }
+
     /// The users (built on first use from the words of a walk).
     pub fn bitmap(&self) -> &Bitmap {
         self.bitmap
-            .get_or_init(|| crate::chunked::bitmap_of_words(&self.words))
+            .get_or_init(|| chunked::bitmap_of_words(&self.words))
     }
 }
 
@@ -213,15 +230,25 @@ impl Resolution {
         })
     }
 
-    /// The users of `audience` that no channel reached; computed on first use.
+    /// The users of `audience` that no channel reached; computed on first use, key by key
+    /// in parallel from the audiences and the channels' reached users as they are (words or
+    /// bitmaps: no bitmap is built for a walked channel).
     pub fn unreachable(&self) -> &Bitmap {
         self.unreachable.get_or_init(|| {
-            // A fold, not `fast_or`: its lazy union makes a bitset of every container.
-            let mut reached = Bitmap::new();
-            for c in &self.channels {
-                reached.or_inplace(c.reached.bitmap());
-            }
-            self.audience().andnot(&reached)
+            let keys = self.audiences.iter().filter_map(Bitmap::maximum).max();
+            let keys = keys.map_or(0, |m| (m >> 16) as usize + 1);
+            chunked::bitmap_by_keys(keys, |k, words| {
+                for a in &self.audiences {
+                    chunked::or_key(words, a, k);
+                }
+                let mut reached = [0u64; BITSET_WORDS];
+                for c in &self.channels {
+                    c.reached.or_key(&mut reached, k);
+                }
+                for (w, r) in words.iter_mut().zip(reached) {
+                    *w &= !r;
+                }
+            })
         })
     }
 

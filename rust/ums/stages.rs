@@ -214,7 +214,8 @@ impl UmsRegistry {
             let kept = merge(&c.ids, &app.routable, true).unwrap_or_default();
             if kept.len() != c.ids.len() && !c.reached.is_empty() {
                 let users = c.reached.bitmap();
-                c.reached = Reached::of(self.users_with_ids(&c.key, c.ty, users, &Bitmap::of(&kept)));
+                c.reached =
+                    Reached::of(self.users_with_ids(&c.key, c.ty, users, &Bitmap::of(&kept)));
             }
             c.ids = kept;
             for (step, unit, count) in [
@@ -319,8 +320,12 @@ impl UmsRegistry {
                 // every ID delivered: so did every user (each has one)
                 None => (channel.ids.len() as u64, None),
                 Some(ids) => {
-                    let users =
-                        self.users_with_ids(&channel.key, channel.ty, channel.reached.bitmap(), &ids);
+                    let users = self.users_with_ids(
+                        &channel.key,
+                        channel.ty,
+                        channel.reached.bitmap(),
+                        &ids,
+                    );
                     (ids.cardinality(), Some(users))
                 }
             }
