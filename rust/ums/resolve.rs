@@ -348,7 +348,27 @@ pub(super) fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
 }
 
 /// One run of a gather: its ID range, its part, and whether it is the part's extra IDs.
-type Run = ((u32, u32), usize, bool);
+pub(super) type Run = ((u32, u32), usize, bool);
+
+/// The runs of a gather from `bindings` (the first IDs, then the extra IDs, of each; `usize`
+/// is the index of the binding) in the order of their ranges, when every run is known to be
+/// ascending (`Bindings::run_ranges`) and their ranges are disjoint: gathered in this order,
+/// the IDs come out ascending and distinct. An empty run has no range and is left out.
+pub(super) fn ordered_runs<'a>(bindings: impl Iterator<Item = &'a Bindings>) -> Option<Vec<Run>> {
+    let ranges = bindings
+        .map(Bindings::run_ranges)
+        .collect::<Option<Vec<_>>>()?;
+    let mut runs: Vec<Run> = ranges
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, [f, e])| [f.map(|r| (r, i, false)), e.map(|r| (r, i, true))])
+        .flatten()
+        .collect();
+    runs.sort_unstable();
+    runs.windows(2)
+        .all(|w| w[0].0 .1 < w[1].0 .0)
+        .then_some(runs)
+}
 
 /// The distinct IDs, ascending, of the users of each part in its bindings. When every run
 /// of the gather (first IDs and extras of each part) is known to be ascending and their
@@ -361,31 +381,17 @@ fn gather_distinct(parts: &[(&Bindings, Bitmap)], bound: usize) -> Vec<u32> {
         .map(|(b, u)| u.and_cardinality(&b.multi) * 2)
         .sum();
     let mut out = Vec::with_capacity(bound + extras as usize);
-    let runs: Option<Vec<Run>> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (b, _))| b.run_ranges().map(|[f, e]| [(f, i, false), (e, i, true)]))
-        .collect::<Option<Vec<_>>>()
-        .map(|r| {
-            r.into_iter()
-                .flatten()
-                .filter_map(|(range, i, extras)| range.map(|r| (r, i, extras)))
-                .collect()
-        });
-    if let Some(mut runs) = runs {
-        runs.sort_unstable();
-        if runs.windows(2).all(|w| w[0].0 .1 < w[1].0 .0) {
-            for (_, i, extras) in runs {
-                let (b, users) = &parts[i];
-                if extras {
-                    b.gather_extras(users, &mut out);
-                } else {
-                    b.gather_first(users, &mut out);
-                }
+    if let Some(runs) = ordered_runs(parts.iter().map(|(b, _)| *b)) {
+        for (_, i, extras) in runs {
+            let (b, users) = &parts[i];
+            if extras {
+                b.gather_extras(users, &mut out);
+            } else {
+                b.gather_first(users, &mut out);
             }
-            debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
-            return out;
         }
+        debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
+        return out;
     }
     for (b, users) in parts {
         b.gather(users, &mut out);

@@ -10,7 +10,7 @@
 //! copy of each dense one and a bitmap per channel.
 
 use super::column::Word;
-use super::resolve::{distinct, Reached};
+use super::resolve::{distinct, ordered_runs, Reached};
 use super::{Bindings, ChannelType, Selection, UmsRegistry, GLOBAL};
 use crate::chunked::Chunk;
 use crate::containers::{Container, Containers, BITSET_WORDS};
@@ -168,37 +168,27 @@ fn walk(parts: &[Part], a: &Bitmap) -> (Vec<u32>, Reached, u64) {
         .map(|p| users.min(p.b.users.cardinality()) + p.b.pool.len() as u64)
         .sum();
     let mut out = Vec::with_capacity(room as usize);
-    let mut runs: Option<Vec<((u32, u32), usize, bool)>> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            p.b.run_ranges()
-                .map(|[f, e]| [f.map(|r| (r, i, false)), e.map(|r| (r, i, true))])
-        })
-        .collect::<Option<Vec<_>>>()
-        .map(|r| r.into_iter().flatten().flatten().collect());
-    if let Some(r) = &mut runs {
-        r.sort_unstable();
-        if !r.windows(2).all(|w| w[0].0 .1 < w[1].0 .0) {
-            runs = None;
-        }
-    }
+    let ordered = ordered_runs(parts.iter().map(|p| p.b));
     let mut bound = 0;
-    let ordered = runs.is_some();
-    let runs = runs.unwrap_or_else(|| {
-        (0..parts.len())
-            .flat_map(|i| [((0, 0), i, false), ((0, 0), i, true)])
-            .collect()
-    });
-    for (_, i, extras) in &runs {
-        if *extras {
-            parts[*i].gather_extras(a, &mut out);
+    let runs: Vec<(usize, bool)> = match &ordered {
+        Some(runs) => runs.iter().map(|&(_, i, extras)| (i, extras)).collect(),
+        None => (0..parts.len())
+            .flat_map(|i| [(i, false), (i, true)])
+            .collect(),
+    };
+    for (i, extras) in runs {
+        if extras {
+            parts[i].gather_extras(a, &mut out);
         } else {
-            bound += parts[*i].gather_first(a, &mut out, &mut reached);
+            bound += parts[i].gather_first(a, &mut out, &mut reached);
         }
     }
-    // A part whose first IDs have no range (none bound) still counts its users: none.
-    let out = if ordered { out } else { distinct(out) };
+    // (A part whose first IDs have no range has no users: nothing to count or mark.)
+    let out = if ordered.is_some() {
+        out
+    } else {
+        distinct(out)
+    };
     debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
     (out, Reached::of_words(reached, bound), bound)
 }
