@@ -434,8 +434,12 @@ impl Part {
         }
         self.header.push((k, (n - 1) as u16));
         if n > ARRAY_MAX {
-            self.data.reserve(BITSET_WORDS * 8);
-            self.data.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+            // Into place, word by word (a copy once compiled for a little-endian target).
+            let at = self.data.len();
+            self.data.resize(at + BITSET_WORDS * 8, 0);
+            for (b, w) in self.data[at..].chunks_exact_mut(8).zip(words) {
+                b.copy_from_slice(&w.to_le_bytes());
+            }
         } else {
             values.resize(n, 0);
             // SAFETY: `words` holds `BITSET_WORDS` words with `n` bits set; `values` has room
@@ -449,9 +453,10 @@ impl Part {
                 )
             };
             debug_assert_eq!(got, n);
-            self.data.reserve(2 * n);
-            for v in values.iter() {
-                self.data.extend_from_slice(&v.to_le_bytes());
+            let at = self.data.len();
+            self.data.resize(at + 2 * n, 0);
+            for (b, v) in self.data[at..].chunks_exact_mut(2).zip(values.iter()) {
+                b.copy_from_slice(&v.to_le_bytes());
             }
         }
     }
