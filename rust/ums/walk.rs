@@ -82,7 +82,10 @@ impl Part<'_> {
             if out.capacity() - out.len() < 64 {
                 out.reserve(out.len() / 2 + 64);
             }
-            let m = self.b.first.gather_word(word, sel, out.spare_capacity_mut(), 0);
+            let m = self
+                .b
+                .first
+                .gather_word(word, sel, out.spare_capacity_mut(), 0);
             // SAFETY: `gather_word` wrote the first `m` places after the length (a place past
             // the room would have panicked on its bounds check).
             unsafe { out.set_len(out.len() + m) };
