@@ -176,28 +176,23 @@ impl<'e> Plan<'e> {
 }
 
 /// The running set of one key: bit `v % 64` of word `v / 64` for value `v`.
-struct Chunk {
-    words: Box<[u64; BITSET_WORDS]>,
+pub(crate) struct Chunk {
+    pub(crate) words: Box<[u64; BITSET_WORDS]>,
 }
 
 impl Chunk {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Chunk {
             words: Box::new([0; BITSET_WORDS]),
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.words.fill(0);
     }
 
     fn len(&self) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the CPU has the instruction.
-            return unsafe { ones_popcnt(&self.words[..]) };
-        }
-        ones(&self.words[..])
+        count_ones(&self.words[..])
     }
 
     fn is_empty(&self) -> bool {
@@ -205,23 +200,8 @@ impl Chunk {
     }
 
     /// Add the values of `c`.
-    fn or(&mut self, c: &Container) {
-        match c {
-            Container::Bitset(w, _) => {
-                for (a, b) in self.words.iter_mut().zip(w.iter()) {
-                    *a |= b;
-                }
-            }
-            // SAFETY: `words` has `BITSET_WORDS` words, enough for every u16 value.
-            Container::Array(a) => unsafe {
-                croaring_sys::bitset_set_list(self.words.as_mut_ptr(), a.as_ptr(), a.len() as u64)
-            },
-            Container::Run(runs) => {
-                for r in runs.iter() {
-                    self.set_range(r, true);
-                }
-            }
-        }
+    pub(crate) fn or(&mut self, c: &Container) {
+        or_container(&mut self.words, c);
     }
 
     /// Keep the values of `c` only (`scratch` is overwritten).
@@ -375,11 +355,51 @@ impl Chunk {
     }
 }
 
+/// Add the values of container `c` to the words of one key.
+pub(crate) fn or_container(words: &mut [u64; BITSET_WORDS], c: &Container) {
+    match c {
+        Container::Bitset(w, _) => {
+            for (a, b) in words.iter_mut().zip(w.iter()) {
+                *a |= b;
+            }
+        }
+        // SAFETY: `words` has `BITSET_WORDS` words, enough for every u16 value.
+        Container::Array(a) => unsafe {
+            croaring_sys::bitset_set_list(words.as_mut_ptr(), a.as_ptr(), a.len() as u64)
+        },
+        Container::Run(runs) => {
+            for r in runs.iter() {
+                let lo = u32::from(r.value);
+                for (i, m) in Chunk::masks(lo, lo + u32::from(r.length) + 1) {
+                    words[i] |= m;
+                }
+            }
+        }
+    }
+}
+
+/// Add the values of key `k` of `b` to `words`.
+pub(crate) fn or_key(words: &mut [u64; BITSET_WORDS], b: &Bitmap, k: u16) {
+    let c = Containers::new(b);
+    if let Ok(i) = c.keys().binary_search(&k) {
+        or_container(words, &c.get(i));
+    }
+}
+
 /// Values per cache line of an array container, and how many lines ahead `members` fetches.
 const BLOCK: usize = 32;
 const AHEAD: usize = 8;
 
-/// The bits set in `words`.
+/// The set bits of `words`.
+pub(crate) fn count_ones(words: &[u64]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has the instruction.
+        return unsafe { ones_popcnt(words) };
+    }
+    ones(words)
+}
+
 fn ones(words: &[u64]) -> usize {
     words.iter().map(|w| w.count_ones() as usize).sum()
 }
@@ -405,32 +425,38 @@ struct Part {
 }
 
 impl Part {
-    /// Append `chunk`, which holds `n` values, as the container of key `k` (nothing if empty).
-    fn push(&mut self, k: u16, chunk: &Chunk, n: usize, values: &mut Vec<u16>) {
+    /// Append the `BITSET_WORDS` words of a key, which hold `n` values, as the container of
+    /// key `k` (nothing if empty).
+    fn push(&mut self, k: u16, words: &[u64], n: usize, values: &mut Vec<u16>) {
+        assert_eq!(words.len(), BITSET_WORDS);
         if n == 0 {
             return;
         }
         self.header.push((k, (n - 1) as u16));
         if n > ARRAY_MAX {
-            self.data.reserve(BITSET_WORDS * 8);
-            self.data
-                .extend(chunk.words.iter().flat_map(|w| w.to_le_bytes()));
+            // Into place, word by word (a copy once compiled for a little-endian target).
+            let at = self.data.len();
+            self.data.resize(at + BITSET_WORDS * 8, 0);
+            for (b, w) in self.data[at..].chunks_exact_mut(8).zip(words) {
+                b.copy_from_slice(&w.to_le_bytes());
+            }
         } else {
             values.resize(n, 0);
             // SAFETY: `words` holds `BITSET_WORDS` words with `n` bits set; `values` has room
             // for `n` values.
             let got = unsafe {
                 croaring_sys::bitset_extract_setbits_uint16(
-                    chunk.words.as_ptr(),
+                    words.as_ptr(),
                     BITSET_WORDS,
                     values.as_mut_ptr(),
                     0,
                 )
             };
             debug_assert_eq!(got, n);
-            self.data.reserve(2 * n);
-            for v in values.iter() {
-                self.data.extend_from_slice(&v.to_le_bytes());
+            let at = self.data.len();
+            self.data.resize(at + 2 * n, 0);
+            for (b, v) in self.data[at..].chunks_exact_mut(2).zip(values.iter()) {
+                b.copy_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -486,7 +512,7 @@ fn run(plan: &Plan, range: Range<u32>, emit: bool, trace: bool) -> (Part, u64) {
         let n = acc.len();
         total += n as u64;
         if emit {
-            part.push(k, &acc, n, &mut values);
+            part.push(k, &acc.words[..], n, &mut values);
         }
     }
     (part, total)
@@ -682,6 +708,41 @@ pub fn count(expr: &Expr<'_>, ranges: &[Range<u32>]) -> u64 {
     parts(expr, ranges, false, false).1
 }
 
+/// The bitmap of the set bits of `words` (value `v` is bit `v % 64` of word `v / 64`; a
+/// multiple of `BITSET_WORDS` words).
+pub(crate) fn bitmap_of_words(words: &[u64]) -> Bitmap {
+    assert_eq!(words.len() % BITSET_WORDS, 0, "whole keys");
+    bitmap_by_keys(words.len() / BITSET_WORDS, |k, out| {
+        let at = usize::from(k) * BITSET_WORDS;
+        out.copy_from_slice(&words[at..at + BITSET_WORDS]);
+    })
+}
+
+/// The bitmap whose values of key `k` (for `k < keys`) are the set bits `fill(k, words)` leaves
+/// in `words` (cleared before each call). Keys are filled in parallel, in ranges, and their
+/// containers written in the portable format, which CRoaring reads in one call (no per-value
+/// work for the dense keys).
+pub(crate) fn bitmap_by_keys(
+    keys: usize,
+    fill: impl Fn(u16, &mut [u64; BITSET_WORDS]) + Sync,
+) -> Bitmap {
+    assert!(keys <= 1 << 16, "32-bit values");
+    const KEYS_PER_TASK: usize = 16;
+    let parts: Vec<Part> = (0..keys.div_ceil(KEYS_PER_TASK))
+        .into_par_iter()
+        .map(|t| {
+            let (mut part, mut chunk, mut values) = (Part::default(), Chunk::new(), Vec::new());
+            for k in t * KEYS_PER_TASK..((t + 1) * KEYS_PER_TASK).min(keys) {
+                chunk.clear();
+                fill(k as u16, &mut chunk.words);
+                part.push(k as u16, &chunk.words[..], chunk.len(), &mut values);
+            }
+            part
+        })
+        .collect();
+    join(&parts)
+}
+
 /// One bitmap from the parts of ascending ranges: their containers in the portable format
 /// (a header of keys and sizes, the offsets, the containers), read by CRoaring in one call.
 fn join(parts: &[Part]) -> Bitmap {
@@ -728,6 +789,24 @@ fn join(parts: &[Part]) -> Bitmap {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bitmap_of_words_reads_back_the_bits() {
+        let mut words = vec![0u64; 3 * BITSET_WORDS];
+        let mut want = Vec::new();
+        // key 0: a few values (an array); key 1: none; key 2: over 4,096 (a bitset).
+        for v in [0u32, 63, 64, 65_535] {
+            want.push(v);
+        }
+        want.extend((0..6_000).map(|i| 2 * 65_536 + 3 * i));
+        for &v in &want {
+            words[v as usize / 64] |= 1 << (v % 64);
+        }
+        let b = bitmap_of_words(&words);
+        assert_eq!(b.to_vec(), want);
+        assert!(b.internal_validate().is_ok());
+        assert!(bitmap_of_words(&[]).is_empty());
+    }
+
     use super::*;
     use proptest::prelude::*;
 

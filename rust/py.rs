@@ -19,7 +19,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 type Shared = Arc<RwLock<Registry>>;
 
@@ -1090,7 +1090,7 @@ impl PyUmsRegistry {
             .into_iter()
             .map(|(k, r)| (k, r.get().inner.clone()))
             .collect();
-        let (res, stages, groups, app_online) = py
+        let (mut res, stages, groups, app_online) = py
             .detach(|| {
                 if matches!(spec.target, Target::Custom(_)) {
                     self.inner.write().prepare(&spec)?;
@@ -1145,42 +1145,37 @@ impl PyUmsRegistry {
                 Ok((res, stages, groups, app_online))
             })
             .or_raise_ums(py)?;
-        let per_stage: Vec<u64> = stages
-            .iter()
-            .map(|s| s.delivered(&res).cardinality())
-            .collect();
+        let per_stage: Vec<u64> = stages.iter().map(|s| s.delivered_count(&res)).collect();
         let plain = stages.len() == res.channels.len()
             && stages
                 .iter()
                 .enumerate()
                 .all(|(i, s)| s.index == i && s.sent.is_none() && s.delivered.is_none());
-        let delivered = if plain {
-            // Every channel delivered to every user it reached: the users some channel reached.
-            res.audience.cardinality() - res.unreachable.cardinality()
-        } else {
+        // A send where every channel delivered to every user it reached delivered to the users
+        // some channel reached: counted on first use (`UmsResolution.delivered`).
+        let delivered = OnceLock::new();
+        if !plain {
             // A fold, not `fast_or`: its lazy union makes a bitset of every container.
             let mut all = Bitmap::new();
             for s in &stages {
                 all.or_inplace(s.delivered(&res));
             }
-            all.cardinality()
-        };
-        let whole = res
-            .steps
-            .iter()
-            .position(|s| s.channel.is_none())
-            .unwrap_or(res.steps.len());
-        let mut steps = res.steps.into_iter();
-        let mut explain: Vec<(Option<u32>, ums::Step)> =
-            steps.by_ref().take(whole).map(|s| (None, s)).collect();
+            let _ = delivered.set(all.cardinality());
+        }
+        let mut explain: Vec<(Option<u32>, ums::Step)> = std::mem::take(&mut res.steps)
+            .into_iter()
+            .map(|s| (None, s))
+            .collect();
         for st in &stages {
             explain.extend(st.steps.iter().map(|s| (Some(st.stage), s.clone())));
         }
-        explain.extend(steps.map(|s| (None, s)));
         let channels: Vec<Py<PyUmsChannel>> = res
             .channels
-            .into_iter()
-            .map(|c| Py::new(py, PyUmsChannel::new(py, c, self.inner.clone())))
+            .iter_mut()
+            .map(|c| {
+                let ids = std::mem::take(&mut c.ids);
+                Py::new(py, PyUmsChannel::new(py, c, ids, self.inner.clone()))
+            })
             .collect::<PyResult<_>>()?;
         let stages = stages
             .into_iter()
@@ -1203,7 +1198,10 @@ impl PyUmsRegistry {
                 // A stage that sends a channel's answer as it is shares its object (and ids).
                 let channel = match s.sent {
                     None => channels[s.index].clone_ref(py),
-                    Some(c) => Py::new(py, PyUmsChannel::new(py, c, self.inner.clone()))?,
+                    Some(mut c) => {
+                        let ids = std::mem::take(&mut c.ids);
+                        Py::new(py, PyUmsChannel::new(py, &c, ids, self.inner.clone()))?
+                    }
                 };
                 let stage = PyUmsStage {
                     stage: s.stage,
@@ -1225,9 +1223,8 @@ impl PyUmsRegistry {
             channels,
             stages,
             app_online,
-            audience: res.audience.cardinality(),
             delivered,
-            unreachable: res.unreachable,
+            res,
             explain,
             registry: self.inner.clone(),
         })
@@ -1291,13 +1288,14 @@ pub struct PyUmsChannel {
 }
 
 impl PyUmsChannel {
-    fn new(py: Python<'_>, c: ums::ChannelResult, registry: SharedUms) -> Self {
+    /// The channel `c` answered with `ids` (taken out of `c`).
+    fn new(py: Python<'_>, c: &ums::ChannelResult, ids: Vec<u32>, registry: SharedUms) -> Self {
         PyUmsChannel {
-            key: c.key,
+            key: c.key.clone(),
             ty: c.ty,
-            reached: c.reached.cardinality(),
-            len: c.ids.len(),
-            ids: ids_array(py, c.ids).unbind(),
+            reached: c.reached.count(),
+            len: ids.len(),
+            ids: ids_array(py, ids).unbind(),
             registry,
         }
     }
@@ -1424,9 +1422,12 @@ pub struct PyUmsResolution {
     channels: Vec<Py<PyUmsChannel>>,
     stages: Vec<Py<PyUmsStage>>,
     app_online: HashMap<String, Py<PyArray1<u32>>>,
-    audience: u64,
-    delivered: u64,
-    unreachable: Bitmap,
+    /// How many users some stage delivered to (set when resolving, or on first use).
+    delivered: OnceLock<u64>,
+    /// The send as resolved, its channels' IDs taken out (they are in `channels`): its
+    /// audience, unreachable users and whole-send counts, computed on first use.
+    res: ums::Resolution,
+    /// Per channel then per stage (with its number): the counts after each step.
     explain: Vec<(Option<u32>, ums::Step)>,
     registry: SharedUms,
 }
@@ -1456,22 +1457,23 @@ impl PyUmsResolution {
     /// How many users the send targets (0 for custom channel IDs).
     #[getter]
     fn audience(&self) -> u64 {
-        self.audience
+        self.res.audience_count()
     }
     /// How many users some stage delivered to.
     #[getter]
-    fn delivered(&self) -> u64 {
-        self.delivered
+    fn delivered(&self, py: Python<'_>) -> u64 {
+        *py.detach(|| self.delivered.get_or_init(|| self.res.reached_count()))
     }
     /// The user ids of the audience that no channel reaches, ascending.
     fn unreachable<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
-        let v = py.detach(|| self.unreachable.to_vec());
+        let v = py.detach(|| self.res.unreachable().to_vec());
         ids_array(py, v)
     }
     fn unreachable_userids(&self, py: Python<'_>) -> Vec<String> {
         py.detach(|| {
             let r = self.registry.read();
-            self.unreachable
+            self.res
+                .unreachable()
                 .iter()
                 .map(|u| r.userid(u).to_owned())
                 .collect()
@@ -1480,8 +1482,11 @@ impl PyUmsResolution {
     /// The count after every step: per channel, then per stage (with its `stage`), then for
     /// the whole send.
     fn explain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let whole = py.detach(|| self.res.whole_steps());
         self.explain
             .iter()
+            .map(|(stage, s)| (*stage, s))
+            .chain(whole.iter().map(|s| (None, s)))
             .map(|(stage, s)| {
                 let d = PyDict::new(py);
                 d.set_item("channel", s.channel.as_deref())?;

@@ -21,9 +21,10 @@ mod load;
 mod resolve;
 pub mod snapshot;
 mod stages;
+mod walk;
 
 pub use app::{AppDevices, AppGroup, DeviceMap};
-pub use resolve::{ChannelResult, Resolution, SendSpec, Step, Target, UserNames};
+pub use resolve::{ChannelResult, Reached, Resolution, SendSpec, Step, Target, UserNames};
 pub use stages::{AppRoutes, Stage};
 
 use crate::error::{Error, Result};
@@ -516,7 +517,7 @@ impl UserRecord {
 /// };
 /// let res = reg.resolve(&spec).unwrap();
 /// assert_eq!(reg.channel_id(res.channels[0].ids[0]), "13800000000");
-/// assert!(res.unreachable.is_empty());
+/// assert!(res.unreachable().is_empty());
 /// ```
 #[derive(Default, Clone)]
 pub struct UmsRegistry {

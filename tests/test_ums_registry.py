@@ -149,6 +149,51 @@ def test_resolution_matches_the_model(w: dict[str, Any], s: dict[str, Any]) -> N
     assert len(res) == sum(len(c.ids) for c in want.channels)
 
 
+@given(
+    world(),
+    send(),
+    st.permutations(("unreachable", "userids", "explain", "delivered")),
+    st.lists(user, max_size=3),
+    st.lists(st.sampled_from(USERS), max_size=3),
+)
+def test_the_unreachable_users_are_those_of_the_send_as_resolved(
+    w: dict[str, Any],
+    s: dict[str, Any],
+    order: list[str],
+    later_users: list[tuple[str, Any, Any]],
+    later_deleted: list[str],
+) -> None:
+    """The unreachable users, the whole send's counts and ``delivered`` are computed on first
+    use (``rust/ums/resolve.rs``): in any order, and after the registry changed, they answer
+    for the send as it was resolved."""
+    reg, model = build(w)
+    channels = s["channels"]
+    reg.add_template(
+        {"template_id": 1, "channels": channels, "content": dict.fromkeys(channels, "hi")}
+    )
+    res = reg.resolve(s["body"], broadcast=s["broadcast"])
+    want = model.resolve(channels, broadcast=s["broadcast"], **targets(s["body"]))
+    for userid, tags, bindings in later_users:
+        reg.upsert_user(userid, tags, bindings)
+    for userid in later_deleted:
+        reg.delete_user(userid)
+    reached = len(want.audience) - len(want.unreachable)
+    for what in order:
+        if what == "unreachable":
+            assert len(res.unreachable()) == len(want.unreachable)
+        elif what == "userids":
+            assert set(res.unreachable_userids()) == want.unreachable
+        elif what == "explain":
+            assert [(x["step"], x["count"]) for x in res.explain() if x["channel"] is None] == [
+                ("audience", len(want.audience)),
+                ("reached", reached),
+                ("unreachable", len(want.unreachable)),
+            ]
+        else:
+            assert res.delivered == reached  # nothing undeliverable: every user reached
+    assert res.audience == len(want.audience)
+
+
 # ---- refusals: one test per code -----------------------------------------------------------
 
 

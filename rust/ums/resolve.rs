@@ -12,15 +12,23 @@
 //! 5. duplicates removed; a user is *reached* on `c` when one of its IDs survived.
 //!
 //! The audience of the send is the union of the `A_c`; the unreachable users are those of the
-//! audience that no channel reached. Custom channel IDs (`aud_<type>`) go to every channel of
+//! audience that no channel reached. A plain send's caller wants the IDs and the counts: the
+//! audience's size is counted when resolving, but the audience itself, the unreachable users
+//! and the whole send's counts after them are computed on first use (`Resolution::unreachable`),
+//! from what the resolution holds (the distinct `A_c` and each channel's reached users), so
+//! they answer for the send as resolved whatever the registry does afterwards. Custom channel IDs (`aud_<type>`) go to every channel of
 //! that type as they are, minus a black list's IDs or only a white list's IDs (a list's users
 //! do not apply: custom IDs belong to no user).
 
 use super::{code, refuse, Bindings, ChannelType, IdList, Selection, UmsRegistry, GLOBAL};
+use crate::chunked;
+use crate::containers::BITSET_WORDS;
 use crate::error::Result;
 use croaring::Bitmap;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// Whom a send targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +97,70 @@ pub struct ChannelResult {
     pub key: String,
     pub ty: ChannelType,
     pub ids: Vec<u32>,
-    pub reached: Bitmap,
+    pub reached: Reached,
+}
+
+/// The users a channel reached: how many, and the bitmap of them, which a channel resolved by
+/// a word walk (`walk`) builds from its words on first use (a plain send never asks for it).
+///
+/// Invariant: `count` is the size of the bitmap; `words` (when not empty) has exactly the
+/// bitmap's bits set (value `v`: bit `v % 64` of word `v / 64`).
+#[derive(Debug, Clone)]
+pub struct Reached {
+    count: u64,
+    bitmap: OnceLock<Bitmap>,
+    words: Vec<u64>,
+}
+
+impl Reached {
+    pub fn of(users: Bitmap) -> Self {
+        Reached {
+            count: users.cardinality(),
+            bitmap: OnceLock::from(users),
+            words: Vec::new(),
+        }
+    }
+
+    /// The users of the set bits of `words` (a whole number of containers' words), `count`
+    /// of them.
+    pub(super) fn of_words(words: Vec<u64>, count: u64) -> Self {
+        debug_assert_eq!(chunked::count_ones(&words) as u64, count);
+        Reached {
+            count,
+            bitmap: OnceLock::new(),
+            words,
+        }
+    }
+
+    /// How many users.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Add the users of key `k` to `words`.
+    fn or_key(&self, words: &mut [u64; BITSET_WORDS], k: u16) {
+        match self.bitmap.get() {
+            Some(b) => chunked::or_key(words, b, k),
+            None => {
+                let at = usize::from(k) * BITSET_WORDS;
+                if let Some(w) = self.words.get(at..at + BITSET_WORDS) {
+                    for (x, y) in words.iter_mut().zip(w) {
+                        *x |= y;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The users (built on first use from the words of a walk).
+    pub fn bitmap(&self) -> &Bitmap {
+        self.bitmap
+            .get_or_init(|| chunked::bitmap_of_words(&self.words))
+    }
 }
 
 /// A count after one step of the resolution (`channel` is `None` for the whole send).
@@ -103,14 +174,118 @@ pub struct Step {
 }
 
 /// The answer to a send.
+///
+/// Invariants: `audience_count` is the size of the union of `audiences` (empty for custom
+/// channel IDs), every channel's `reached` is a subset of that union, and a filled
+/// `unreachable` is that union minus every channel's `reached` (`route_apps`, which changes
+/// `reached`, empties it again).
 #[derive(Debug, Clone)]
 pub struct Resolution {
     pub channels: Vec<ChannelResult>,
-    /// The users targeted on some channel (empty for custom channel IDs).
-    pub audience: Bitmap,
-    /// The users of `audience` that no channel reached.
-    pub unreachable: Bitmap,
+    /// The counts after each step of each channel (then the routing steps of `route_apps`);
+    /// the whole send's are `whole_steps`.
     pub steps: Vec<Step>,
+    /// The distinct audiences of the channels (one for every target but tags).
+    audiences: Vec<Bitmap>,
+    audience_count: u64,
+    audience: OnceLock<Bitmap>,
+    unreachable: OnceLock<Bitmap>,
+}
+
+impl Resolution {
+    /// A resolution of `channels` over the users of `audiences` (distinct bitmaps).
+    fn new(channels: Vec<ChannelResult>, steps: Vec<Step>, audiences: Vec<Bitmap>) -> Self {
+        let audience = OnceLock::new();
+        let audience_count = match &audiences[..] {
+            [] => 0,
+            [one] => one.cardinality(),
+            [a, b] => a.or_cardinality(b),
+            many => {
+                let union = Bitmap::fast_or(&many.iter().collect::<Vec<_>>());
+                let n = union.cardinality();
+                let _ = audience.set(union);
+                n
+            }
+        };
+        Resolution {
+            channels,
+            steps,
+            audiences,
+            audience_count,
+            audience,
+            unreachable: OnceLock::new(),
+        }
+    }
+
+    /// How many users the send targets on some channel (0 for custom channel IDs).
+    pub fn audience_count(&self) -> u64 {
+        self.audience_count
+    }
+
+    /// The users targeted on some channel (empty for custom channel IDs); built on first use.
+    pub fn audience(&self) -> &Bitmap {
+        self.audience.get_or_init(|| match &self.audiences[..] {
+            [one] => one.clone(),
+            many => Bitmap::fast_or(&many.iter().collect::<Vec<_>>()),
+        })
+    }
+
+    /// The users of `audience` that no channel reached; computed on first use, key by key
+    /// in parallel from the audiences and the channels' reached users as they are (words or
+    /// bitmaps: no bitmap is built for a walked channel).
+    pub fn unreachable(&self) -> &Bitmap {
+        self.unreachable.get_or_init(|| {
+            let keys = self.audiences.iter().filter_map(Bitmap::maximum).max();
+            let keys = keys.map_or(0, |m| (m >> 16) as usize + 1);
+            chunked::bitmap_by_keys(keys, |k, words| {
+                for a in &self.audiences {
+                    chunked::or_key(words, a, k);
+                }
+                let mut reached = [0u64; BITSET_WORDS];
+                for c in &self.channels {
+                    c.reached.or_key(&mut reached, k);
+                }
+                for (w, r) in words.iter_mut().zip(reached) {
+                    *w &= !r;
+                }
+            })
+        })
+    }
+
+    /// How many users some channel reached.
+    pub fn reached_count(&self) -> u64 {
+        self.audience_count - self.unreachable().cardinality()
+    }
+
+    /// The whole send's counts: audience, reached and unreachable users (computes
+    /// `unreachable`).
+    pub fn whole_steps(&self) -> Vec<Step> {
+        let unreachable = self.unreachable().cardinality();
+        [
+            ("audience", self.audience_count),
+            ("reached", self.audience_count - unreachable),
+            ("unreachable", unreachable),
+        ]
+        .map(|(step, count)| Step {
+            channel: None,
+            step,
+            unit: "users",
+            count,
+        })
+        .to_vec()
+    }
+
+    /// Every step: the channels' (and routing's), then the whole send's.
+    pub fn all_steps(&self) -> Vec<Step> {
+        let mut out = self.steps.clone();
+        out.extend(self.whole_steps());
+        out
+    }
+
+    /// Forget `unreachable` after a channel's `reached` changed (`route_apps`).
+    pub(super) fn reached_changed(&mut self) {
+        self.unreachable = OnceLock::new();
+    }
 }
 
 /// The list of a send, and whether it is a black (true) or white list.
@@ -132,7 +307,7 @@ const PARALLEL_USERS: u64 = if cfg!(test) { 4 } else { 50_000 };
 /// in user order (first IDs, then extras, of each binding): the runs are concatenated when
 /// their ranges do not overlap (no copy at all when they are already in order) and merged
 /// otherwise, in linear time; anything else is sorted.
-fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
+pub(super) fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
     let mut starts = vec![0];
     // Blocks without a descent are passed over by a branch-free (vectorised) test.
     const BLOCK: usize = 256;
@@ -173,7 +348,27 @@ fn distinct(mut ids: Vec<u32>) -> Vec<u32> {
 }
 
 /// One run of a gather: its ID range, its part, and whether it is the part's extra IDs.
-type Run = ((u32, u32), usize, bool);
+pub(super) type Run = ((u32, u32), usize, bool);
+
+/// The runs of a gather from `bindings` (the first IDs, then the extra IDs, of each; `usize`
+/// is the index of the binding) in the order of their ranges, when every run is known to be
+/// ascending (`Bindings::run_ranges`) and their ranges are disjoint: gathered in this order,
+/// the IDs come out ascending and distinct. An empty run has no range and is left out.
+pub(super) fn ordered_runs<'a>(bindings: impl Iterator<Item = &'a Bindings>) -> Option<Vec<Run>> {
+    let ranges = bindings
+        .map(Bindings::run_ranges)
+        .collect::<Option<Vec<_>>>()?;
+    let mut runs: Vec<Run> = ranges
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, [f, e])| [f.map(|r| (r, i, false)), e.map(|r| (r, i, true))])
+        .flatten()
+        .collect();
+    runs.sort_unstable();
+    runs.windows(2)
+        .all(|w| w[0].0 .1 < w[1].0 .0)
+        .then_some(runs)
+}
 
 /// The distinct IDs, ascending, of the users of each part in its bindings. When every run
 /// of the gather (first IDs and extras of each part) is known to be ascending and their
@@ -186,31 +381,17 @@ fn gather_distinct(parts: &[(&Bindings, Bitmap)], bound: usize) -> Vec<u32> {
         .map(|(b, u)| u.and_cardinality(&b.multi) * 2)
         .sum();
     let mut out = Vec::with_capacity(bound + extras as usize);
-    let runs: Option<Vec<Run>> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (b, _))| b.run_ranges().map(|[f, e]| [(f, i, false), (e, i, true)]))
-        .collect::<Option<Vec<_>>>()
-        .map(|r| {
-            r.into_iter()
-                .flatten()
-                .filter_map(|(range, i, extras)| range.map(|r| (r, i, extras)))
-                .collect()
-        });
-    if let Some(mut runs) = runs {
-        runs.sort_unstable();
-        if runs.windows(2).all(|w| w[0].0 .1 < w[1].0 .0) {
-            for (_, i, extras) in runs {
-                let (b, users) = &parts[i];
-                if extras {
-                    b.gather_extras(users, &mut out);
-                } else {
-                    b.gather_first(users, &mut out);
-                }
+    if let Some(runs) = ordered_runs(parts.iter().map(|(b, _)| *b)) {
+        for (_, i, extras) in runs {
+            let (b, users) = &parts[i];
+            if extras {
+                b.gather_extras(users, &mut out);
+            } else {
+                b.gather_first(users, &mut out);
             }
-            debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
-            return out;
         }
+        debug_assert!(out.windows(2).all(|w| w[0] < w[1]));
+        return out;
     }
     for (b, users) in parts {
         b.gather(users, &mut out);
@@ -231,6 +412,13 @@ fn merge(a: &[u32], b: &[u32]) -> Vec<u32> {
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);
     out
+}
+
+/// Whether the walk over `a`'s words (`walk`) pays: `a` holds at least one user in
+/// `DENSE_IDS_PER_USER` of its id range (so most of its words hold one).
+fn dense(a: &Bitmap) -> bool {
+    a.maximum()
+        .is_some_and(|m| a.cardinality() * super::DENSE_IDS_PER_USER > u64::from(m))
 }
 
 /// The users of `users` (each bound in `b`) with at least one ID passing `keep`.
@@ -291,7 +479,7 @@ impl UmsRegistry {
             (_, Some(w)) => Some((w, false)),
             _ => None,
         };
-        let mut base = match &spec.target {
+        let base = match &spec.target {
             Target::Broadcast => Some(self.live.clone()),
             Target::Users(names) => {
                 let names = names.names();
@@ -341,49 +529,65 @@ impl UmsRegistry {
             }
         };
         let n = spec.channels.len();
-        let per_channel: Vec<(ChannelResult, Vec<Step>)> = if users >= PARALLEL_USERS {
-            (0..n).into_par_iter().map(one).collect()
-        } else {
-            (0..n).map(one).collect()
+        let resolve_all = || -> Vec<(ChannelResult, Vec<Step>)> {
+            if users < PARALLEL_USERS {
+                return (0..n).map(one).collect();
+            }
+            // The largest channels first, each to the next free thread: channels differ a lot
+            // in cost (a send's app and SMS channels may be most of it), and an even split of
+            // the list leaves one thread idle while the other finishes a large one.
+            let cost = |i: usize| {
+                audiences[i]
+                    .as_ref()
+                    .map_or(0.0, |a| self.channel_cost(&spec.channels[i], types[i], a))
+            };
+            let mut order: Vec<(f64, usize)> = (0..n).map(|i| (cost(i), i)).collect();
+            order.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+            let next = AtomicUsize::new(0);
+            let done: Vec<OnceLock<(ChannelResult, Vec<Step>)>> =
+                (0..n).map(|_| OnceLock::new()).collect();
+            (0..rayon::current_num_threads())
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(|_| {
+                    while let Some(&(_, i)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let _ = done[i].set(one(i));
+                    }
+                });
+            done.into_iter()
+                .map(|d| d.into_inner().expect("every channel is resolved"))
+                .collect()
         };
-        if let Target::Tags(_) = spec.target {
-            let parts: Vec<&Bitmap> = audiences.iter().flatten().map(|a| a.as_ref()).collect();
-            base = Some(Bitmap::fast_or(&parts));
-        }
-        let mut audience = base.unwrap_or_default();
-        let mut reached = Bitmap::new();
+        // The distinct audiences, owned by the resolution (for its audience and unreachable
+        // users on demand): tag bitmaps are copied while the channels resolve.
+        let (per_channel, copies) = if let Target::Tags(_) = spec.target {
+            let mut distinct: Vec<&Bitmap> = Vec::new();
+            for a in audiences.iter().flatten() {
+                if !distinct.iter().any(|d| std::ptr::eq(*d, a.as_ref())) {
+                    distinct.push(a.as_ref());
+                }
+            }
+            let copy = || distinct.iter().map(|&b| b.clone()).collect();
+            if users >= PARALLEL_USERS {
+                rayon::join(resolve_all, copy)
+            } else {
+                (resolve_all(), copy())
+            }
+        } else {
+            (resolve_all(), Vec::new())
+        };
+        let audiences = match spec.target {
+            Target::Tags(_) => copies,
+            Target::Custom(_) => Vec::new(),
+            _ => base.into_iter().collect(),
+        };
         let mut channels = Vec::with_capacity(per_channel.len());
         let mut steps = Vec::new();
         for (r, s) in per_channel {
-            reached.or_inplace(&r.reached);
             channels.push(r);
             steps.extend(s);
         }
-        if matches!(spec.target, Target::Custom(_)) {
-            audience.clear();
-        }
-        let unreachable = audience.andnot(&reached);
-        for (step, count) in [
-            ("audience", audience.cardinality()),
-            (
-                "reached",
-                audience.cardinality() - unreachable.cardinality(),
-            ),
-            ("unreachable", unreachable.cardinality()),
-        ] {
-            steps.push(Step {
-                channel: None,
-                step,
-                unit: "users",
-                count,
-            });
-        }
-        Ok(Resolution {
-            channels,
-            audience,
-            unreachable,
-            steps,
-        })
+        Ok(Resolution::new(channels, steps, audiences))
     }
 
     /// The users of the tags on channel `key`: per tag the users with it bound to `key`, or
@@ -404,6 +608,27 @@ impl UmsRegistry {
             [one] => Cow::Borrowed(one),
             _ => Cow::Owned(Bitmap::fast_or(&parts)),
         }
+    }
+
+    /// A rough cost of resolving channel `key` over audience `a`, to start the costly
+    /// channels first: per binding read, the users of `a` expected bound there (as if
+    /// independent of `a`), extra IDs four times (a lookup each), and the words of `a`'s range.
+    fn channel_cost(&self, key: &str, ty: ChannelType, a: &Bitmap) -> f64 {
+        let own = self.scope(key).and_then(|s| self.bindings.get(&(ty, s)));
+        let global = self.bindings.get(&(ty, GLOBAL));
+        let read = match ty.selection() {
+            Selection::Own => [own, None],
+            Selection::Global => [global, None],
+            Selection::OwnElseGlobal => [own, global],
+        };
+        let range = f64::from(a.maximum().unwrap_or(0)) + 1.0;
+        let share = a.cardinality() as f64 / range;
+        let bound: f64 = read
+            .into_iter()
+            .flatten()
+            .map(|b| (b.users.cardinality() + 4 * b.multi.cardinality()) as f64)
+            .sum();
+        share * bound + range / 64.0
     }
 
     /// The bindings a channel's IDs come from, each with the users of `a` taken from it.
@@ -502,15 +727,24 @@ impl UmsRegistry {
             })
         };
         step("audience", "users", a.cardinality());
-        let (ids, reached) = if list.is_none() && a.cardinality() <= SMALL_USERS {
-            let (ids, reached, bound) = self.small_channel(key, ty, a);
+        let plain = list.is_none();
+        let walked = (plain && dense(a))
+            .then(|| self.walk_channel(key, ty, a))
+            .flatten();
+        let (ids, reached) = if let Some((ids, reached, bound)) = walked {
             step("bound", "users", bound);
             step("ids", "ids", ids.len() as u64);
             (ids, reached)
+        } else if plain && a.cardinality() <= SMALL_USERS {
+            let (ids, reached, bound) = self.small_channel(key, ty, a);
+            step("bound", "users", bound);
+            step("ids", "ids", ids.len() as u64);
+            (ids, Reached::of(reached))
         } else {
-            self.bitmap_channel(key, ty, a, list, &mut step)
+            let (ids, reached) = self.bitmap_channel(key, ty, a, list, &mut step);
+            (ids, Reached::of(reached))
         };
-        step("reached", "users", reached.cardinality());
+        step("reached", "users", reached.count());
         let result = ChannelResult {
             key: key.to_owned(),
             ty,
@@ -522,7 +756,7 @@ impl UmsRegistry {
 
     /// Steps 3 to 5 of the module doc over bitmaps (any audience, any list): the distinct IDs
     /// and the users reached; every count after a step goes to `step`.
-    fn bitmap_channel(
+    pub(super) fn bitmap_channel(
         &self,
         key: &str,
         ty: ChannelType,
@@ -625,7 +859,7 @@ impl UmsRegistry {
             key: key.to_owned(),
             ty,
             ids,
-            reached: Bitmap::new(),
+            reached: Reached::of(Bitmap::new()),
         };
         (result, steps)
     }
@@ -754,7 +988,7 @@ mod tests {
                 let (big, _) = r.user_channel(k, ty, &a, None);
                 let (ids, reached, bound) = r.small_channel(k, ty, &a);
                 proptest::prop_assert_eq!(&big.ids, &ids);
-                proptest::prop_assert_eq!(big.reached.to_vec(), reached.to_vec());
+                proptest::prop_assert_eq!(big.reached.bitmap().to_vec(), reached.to_vec());
                 proptest::prop_assert_eq!(bound, reached.cardinality());
             }
         }
@@ -769,14 +1003,14 @@ mod tests {
             .unwrap();
         assert_eq!(strings(&r, &res), [vec!["a0"], vec!["p1"], vec![]]);
         // The audience joins app1's own `t` (u0) and the global one (u1, u2) of the others.
-        assert_eq!(res.audience.to_vec(), vec![0, 1, 2]);
-        assert_eq!(res.unreachable.to_vec(), vec![2]);
+        assert_eq!(res.audience().to_vec(), vec![0, 1, 2]);
+        assert_eq!(res.unreachable().to_vec(), vec![2]);
         let res = r.resolve(&send(Target::Broadcast, None, None)).unwrap();
         assert_eq!(
             strings(&r, &res),
             [vec!["a0"], vec!["p0own", "p1"], vec!["d0"]]
         );
-        let last = res.steps.last().unwrap();
+        let last = res.all_steps().pop().unwrap();
         assert_eq!((last.step, last.count), ("unreachable", 1));
     }
 
@@ -788,7 +1022,7 @@ mod tests {
         assert_eq!(strings(&r, &res), [vec!["a0"], vec![], vec!["d0"]]);
         let res = r.resolve(&send(Target::Broadcast, None, Some(1))).unwrap();
         assert_eq!(strings(&r, &res), [vec![], vec!["p0own", "p1"], vec![]]);
-        assert_eq!(res.unreachable.to_vec(), vec![2]);
+        assert_eq!(res.unreachable().to_vec(), vec![2]);
     }
 
     #[test]
@@ -802,7 +1036,7 @@ mod tests {
         r.prepare(&spec).unwrap();
         let res = r.resolve(&spec).unwrap();
         assert_eq!(strings(&r, &res), [vec![], vec!["p1", "x"], vec![]]);
-        assert!(res.audience.is_empty());
+        assert!(res.audience().is_empty());
         let code = |spec: &SendSpec| match r.resolve(spec) {
             Err(Error::Invalid { code, .. }) => code,
             other => panic!("{:?}", other.map(|_| ())),

@@ -29,7 +29,7 @@
 //! refers to it instead of copying it.
 
 use super::app::AppDevices;
-use super::resolve::{ChannelResult, Resolution, SendSpec, Step, Target};
+use super::resolve::{ChannelResult, Reached, Resolution, SendSpec, Step, Target};
 use super::{code, refuse, ChannelType, IdList, UmsRegistry};
 use crate::error::Result;
 use crate::eval::merge_sorted;
@@ -70,7 +70,15 @@ impl Stage {
     pub fn delivered<'a>(&'a self, res: &'a Resolution) -> &'a Bitmap {
         self.delivered
             .as_ref()
-            .unwrap_or(&self.channel(res).reached)
+            .unwrap_or_else(|| self.channel(res).reached.bitmap())
+    }
+
+    /// How many users this stage delivered to (`delivered`, without building a bitmap when
+    /// it delivered to every user it sent to).
+    pub fn delivered_count(&self, res: &Resolution) -> u64 {
+        self.delivered
+            .as_ref()
+            .map_or_else(|| self.channel(res).reached.count(), Bitmap::cardinality)
     }
 }
 
@@ -196,7 +204,7 @@ impl UmsRegistry {
 
     /// Route the app channels of `res` through their JPush apps: IDs that are not routable are
     /// dropped, the users left without an ID are no longer reached on that channel, and the
-    /// send's `reached`/`unreachable` follow.
+    /// send's `reached`/`unreachable` follow (on their next use).
     pub fn route_apps(&self, res: &mut Resolution, apps: &AppRoutes) {
         let mut routed = Vec::new();
         for c in &mut res.channels {
@@ -205,12 +213,14 @@ impl UmsRegistry {
             };
             let kept = merge(&c.ids, &app.routable, true).unwrap_or_default();
             if kept.len() != c.ids.len() && !c.reached.is_empty() {
-                c.reached = self.users_with_ids(&c.key, c.ty, &c.reached, &Bitmap::of(&kept));
+                let users = c.reached.bitmap();
+                c.reached =
+                    Reached::of(self.users_with_ids(&c.key, c.ty, users, &Bitmap::of(&kept)));
             }
             c.ids = kept;
             for (step, unit, count) in [
                 ("routed", "ids", c.ids.len() as u64),
-                ("routed_reached", "users", c.reached.cardinality()),
+                ("routed_reached", "users", c.reached.count()),
             ] {
                 routed.push(Step {
                     channel: Some(c.key.clone()),
@@ -223,22 +233,8 @@ impl UmsRegistry {
         if routed.is_empty() {
             return;
         }
-        let reached: Vec<&Bitmap> = res.channels.iter().map(|c| &c.reached).collect();
-        res.unreachable = res.audience.andnot(&Bitmap::fast_or(&reached));
-        let at = res
-            .steps
-            .iter()
-            .position(|s| s.channel.is_none())
-            .unwrap_or(res.steps.len());
-        res.steps.splice(at..at, routed);
-        let unreachable = res.unreachable.cardinality();
-        for s in res.steps.iter_mut().filter(|s| s.channel.is_none()) {
-            match s.step {
-                "reached" => s.count = res.audience.cardinality() - unreachable,
-                "unreachable" => s.count = unreachable,
-                _ => {}
-            }
-        }
+        res.steps.extend(routed);
+        res.reached_changed();
     }
 
     /// The IDs of `ids` (on channel `key` of type `ty`; ascending) that deliver (see the
@@ -284,8 +280,8 @@ impl UmsRegistry {
         }
         let c = st.channel(res);
         match self.undelivered((&c.key, c.ty, &c.ids), apps, st.offset as f64, until) {
-            None => Cow::Borrowed(&c.reached),
-            Some(ids) => Cow::Owned(self.users_with_ids(&c.key, c.ty, &c.reached, &ids)),
+            None => Cow::Borrowed(c.reached.bitmap()),
+            Some(ids) => Cow::Owned(self.users_with_ids(&c.key, c.ty, c.reached.bitmap(), &ids)),
         }
     }
 
@@ -298,7 +294,7 @@ impl UmsRegistry {
         sent: Option<ChannelResult>,
         apps: &AppRoutes,
     ) -> Stage {
-        let candidates = res.channels[index].reached.cardinality();
+        let candidates = res.channels[index].reached.count();
         let channel = sent.as_ref().unwrap_or(&res.channels[index]);
         let out = (channel.key.as_str(), channel.ty, channel.ids.as_slice());
         let routed = channel.ty == ChannelType::App && apps.contains_key(&channel.key);
@@ -313,7 +309,7 @@ impl UmsRegistry {
                 let users = self.users_with_ids_where(
                     &channel.key,
                     channel.ty,
-                    &channel.reached,
+                    channel.reached.bitmap(),
                     &self.undeliverable,
                     false,
                 );
@@ -324,16 +320,22 @@ impl UmsRegistry {
                 // every ID delivered: so did every user (each has one)
                 None => (channel.ids.len() as u64, None),
                 Some(ids) => {
-                    let users =
-                        self.users_with_ids(&channel.key, channel.ty, &channel.reached, &ids);
+                    let users = self.users_with_ids(
+                        &channel.key,
+                        channel.ty,
+                        channel.reached.bitmap(),
+                        &ids,
+                    );
                     (ids.cardinality(), Some(users))
                 }
             }
         };
-        let delivered_users = delivered.as_ref().unwrap_or(&channel.reached).cardinality();
+        let delivered_users = delivered
+            .as_ref()
+            .map_or(channel.reached.count(), Bitmap::cardinality);
         let steps = [
             ("candidates", "users", candidates),
-            ("users", "users", channel.reached.cardinality()),
+            ("users", "users", channel.reached.count()),
             ("ids", "ids", channel.ids.len() as u64),
             ("delivered_ids", "ids", delivered_ids),
             ("delivered", "users", delivered_users),
@@ -398,16 +400,16 @@ impl UmsRegistry {
                 let d = self.delivered_until(&out[j], res, apps, offset as f64);
                 done.to_mut().or_inplace(&d);
             }
-            let users = c.reached.andnot(&done);
-            let sent = if users.cardinality() == c.reached.cardinality() {
+            let users = c.reached.bitmap().andnot(&done);
+            let sent = if users.cardinality() == c.reached.count() {
                 None
             } else {
                 let (mut ch, _) = self.user_channel(key, c.ty, &users, self.send_list(spec));
                 if let Some(app) = apps.get(key).filter(|_| c.ty == ChannelType::App) {
                     ch.ids = merge(&ch.ids, &app.routable, true).unwrap_or_default();
                 }
-                debug_assert_eq!(ch.reached.cardinality(), users.cardinality());
-                ch.reached = users;
+                debug_assert_eq!(ch.reached.count(), users.cardinality());
+                ch.reached = Reached::of(users);
                 Some(ch)
             };
             let at = (n as u32 + 1, *delay, offset);
@@ -598,8 +600,8 @@ mod tests {
         r.route_apps(&mut res, &apps);
         // a3 is no device: u3 is no longer reached on app1 and nothing else reaches it
         assert_eq!(strings(&r, &res.channels[0].ids), vec!["a0", "a1"]);
-        assert_eq!(res.unreachable.to_vec(), vec![3]);
-        let last = res.steps.last().unwrap();
+        assert_eq!(res.unreachable().to_vec(), vec![3]);
+        let last = res.all_steps().pop().unwrap();
         assert_eq!((last.step, last.count), ("unreachable", 1));
         let rule = [("app1".to_string(), 0), ("sms1".to_string(), 5)];
         let st = r.stages(&spec(), &res, Some(&rule), &apps).unwrap();
