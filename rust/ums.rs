@@ -900,6 +900,43 @@ mod tests {
         r
     }
 
+    /// The channels of the path-equality property tests: one per selection rule.
+    pub(super) const DRAWN_CHANNELS: [(&str, ChannelType); 3] = [
+        ("app1", ChannelType::App),
+        ("sms1", ChannelType::Sms),
+        ("ding", ChannelType::DingtalkCc),
+    ];
+
+    /// A registry with `DRAWN_CHANNELS` and no users.
+    pub(super) fn drawn_registry() -> UmsRegistry {
+        let mut r = UmsRegistry::new();
+        for (k, ty) in DRAWN_CHANNELS {
+            r.add_channel(k, ty).unwrap();
+        }
+        r
+    }
+
+    /// A user drawn by a property test: per `(scope, type, id)` (indexes into the scopes
+    /// `all` and `DRAWN_CHANNELS`' keys, and into their types) the IDs `i{id}` and
+    /// `j{id % shared}` (shared by several users).
+    pub(super) fn drawn_user(
+        userid: &str,
+        binds: &[(usize, usize, u32)],
+        shared: u32,
+    ) -> UserRecord {
+        let mut rec = user(userid, &[], &[]);
+        for &(s, t, id) in binds {
+            let scope = ["all", "app1", "sms1", "ding"][s];
+            rec.bindings
+                .entry(scope.into())
+                .or_default()
+                .entry(DRAWN_CHANNELS[t].1)
+                .or_default()
+                .extend([format!("i{id}"), format!("j{}", id % shared)]);
+        }
+        rec
+    }
+
     #[test]
     fn upsert_replaces_and_reports() {
         let mut reg = UmsRegistry::new();

@@ -874,7 +874,7 @@ fn union<'a>(bitmaps: impl Iterator<Item = &'a Bitmap>) -> Bitmap {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::ums::tests::user;
+    use crate::ums::tests::{drawn_registry, drawn_user, user, DRAWN_CHANNELS};
     use ChannelType::*;
 
     /// u0: tag t on app1, app ID on app1, phone on sms1 and globally, DingTalk globally;
@@ -958,33 +958,17 @@ mod tests {
             ),
             audience in proptest::collection::vec(0u32..30, 3..30),
         ) {
-            let mut r = UmsRegistry::new();
-            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
-                r.add_channel(k, ty).unwrap();
-            }
+            let mut r = drawn_registry();
             // Upserts in any order, some repeated: columns go late, slots are reused.
             for (u, binds) in &users {
-                let binds: Vec<(&str, ChannelType, Vec<String>)> = binds
-                    .iter()
-                    .map(|&(s, t, id)| {
-                        let scope = ["all", "app1", "sms1", "ding"][s];
-                        (scope, [App, Sms, DingtalkCc][t], vec![format!("i{id}"), format!("j{}", id % 3)])
-                    })
-                    .collect();
-                let binds: Vec<(&str, ChannelType, &[String])> =
-                    binds.iter().map(|(s, t, v)| (*s, *t, v.as_slice())).collect();
-                let mut rec = user(&format!("u{u}"), &[], &[]);
-                for (s, t, ids) in binds {
-                    rec.bindings.entry(s.into()).or_default().entry(t).or_default().extend(ids.iter().cloned());
-                }
-                r.upsert_user(&rec).unwrap();
+                r.upsert_user(&drawn_user(&format!("u{u}"), binds, 3)).unwrap();
             }
             let mut a: Vec<u32> = audience.into_iter().filter(|&u| r.live.contains(u)).collect();
             a.sort_unstable();
             a.dedup();
             proptest::prop_assume!(a.len() as u64 > SMALL_USERS);
             let a = Bitmap::of(&a);
-            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+            for (k, ty) in DRAWN_CHANNELS {
                 let (big, _) = r.user_channel(k, ty, &a, None);
                 let (ids, reached, bound) = r.small_channel(k, ty, &a);
                 proptest::prop_assert_eq!(&big.ids, &ids);

@@ -209,8 +209,7 @@ fn walk(parts: &[Part], a: &Bitmap) -> (Vec<u32>, Reached, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ums::tests::user;
-    use ChannelType::*;
+    use crate::ums::tests::{drawn_registry, drawn_user, DRAWN_CHANNELS};
 
     proptest::proptest! {
         /// The walk gives what the bitmap path gives, whenever it applies (and it applies to
@@ -226,10 +225,7 @@ mod tests {
             audience in proptest::collection::vec(0u32..300, 0..200),
             spread in 1u32..400,
         ) {
-            let mut r = UmsRegistry::new();
-            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
-                r.add_channel(k, ty).unwrap();
-            }
+            let mut r = drawn_registry();
             let mut users = users;
             if in_order {
                 users.sort_by_key(|u| u.0);
@@ -238,13 +234,7 @@ mod tests {
             // Users far apart (`spread`): several keys, and words without users.
             r.add_users(&(0..300 * spread).map(|i| format!("x{i}")).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
             for (u, binds) in &users {
-                let mut rec = user(&format!("x{}", *u as u32 * spread), &[], &[]);
-                for &(s, t, id) in binds {
-                    let scope = ["all", "app1", "sms1", "ding"][s];
-                    let ids = rec.bindings.entry(scope.into()).or_default().entry([App, Sms, DingtalkCc][t]).or_default();
-                    ids.extend([format!("i{id}"), format!("j{}", id % 5)]);
-                }
-                r.upsert_user(&rec).unwrap();
+                r.upsert_user(&drawn_user(&format!("x{}", *u as u32 * spread), binds, 5)).unwrap();
             }
             for u in removed {
                 r.delete_user(&format!("x{}", u as u32 * spread));
@@ -253,7 +243,7 @@ mod tests {
             a.sort_unstable();
             a.dedup();
             let a = Bitmap::of(&a);
-            for (k, ty) in [("app1", App), ("sms1", Sms), ("ding", DingtalkCc)] {
+            for (k, ty) in DRAWN_CHANNELS {
                 let mut steps = Vec::new();
                 let mut step = |_: &'static str, _: &'static str, n: u64| steps.push(n);
                 let (ids, reached) = r.bitmap_channel(k, ty, &a, None, &mut step);
