@@ -823,7 +823,6 @@ fn names_of(ids: &[u32], capacity: usize, name: impl Fn(u32) -> String) -> PyRes
     Ok(ids.iter().map(|&i| name(i)).collect())
 }
 
-/// A user record from the arguments of `upsert_user` (an unknown channel type is refused).
 /// A user as Python passes it: userid, tags by scope, IDs by scope and channel type.
 type UserTriple = (
     String,
@@ -831,12 +830,8 @@ type UserTriple = (
     HashMap<String, HashMap<String, Vec<String>>>,
 );
 
-fn user_record(
-    py: Python<'_>,
-    userid: String,
-    tags: HashMap<String, Vec<String>>,
-    bindings: HashMap<String, HashMap<String, Vec<String>>>,
-) -> PyResult<UserRecord> {
+/// The user record of a `UserTriple` (an unknown channel type is refused).
+fn user_record(py: Python<'_>, (userid, tags, bindings): UserTriple) -> PyResult<UserRecord> {
     let mut record = UserRecord {
         userid,
         tags: tags.into_iter().collect(),
@@ -899,7 +894,7 @@ impl PyUmsRegistry {
         tags: HashMap<String, Vec<String>>,
         bindings: HashMap<String, HashMap<String, Vec<String>>>,
     ) -> PyResult<u32> {
-        let record = user_record(py, userid, tags, bindings)?;
+        let record = user_record(py, (userid, tags, bindings))?;
         self.write(py, |r| r.upsert_user(&record))
     }
 
@@ -907,7 +902,7 @@ impl PyUmsRegistry {
     fn upsert_users(&self, py: Python<'_>, users: Vec<UserTriple>) -> PyResult<Vec<u32>> {
         let records = users
             .into_iter()
-            .map(|(userid, tags, bindings)| user_record(py, userid, tags, bindings))
+            .map(|user| user_record(py, user))
             .collect::<PyResult<Vec<_>>>()?;
         self.write(py, |r| r.upsert_users(&records))
     }
