@@ -19,8 +19,9 @@
 //! twice in a column's life between re-layouts).
 //!
 //! Why offsets: IDs interned in user order (as the bulk loads and imports do) lie close
-//! together within 64 users, and a gather over a dense audience is bound by the memory it
-//! reads: 1-byte offsets read a quarter of what 4-byte values do.
+//! together within 64 users, and a gather over a dense audience reads nearly every cache line
+//! of a column: 1-byte offsets are a quarter of that memory (and of the column's size), and 8
+//! of them are widened at once (`PextOffs`).
 
 use super::NONE;
 use crate::index::prefetch;
@@ -202,7 +203,7 @@ pub enum Width<'a> {
 
 /// `$body` with `$g` bound to the `Offs` of column `$col`, whatever its width: the body is
 /// compiled once per width, so that a per-word gather in it is inlined (and a caller's
-/// target features, POPCNT, reach it).
+/// target features, POPCNT, BMI2, AVX2, reach it).
 macro_rules! by_width {
     ($col:expr, $g:ident => $body:expr) => {
         match $col.offsets() {
