@@ -5,19 +5,22 @@
 //! ids are then searched together (`search_lanes`), branch-free. Why: a test is a chain of
 //! dependent loads (the key, the container header, one array element per level of the
 //! search), and the CPU only overlaps the chains of different ids when nothing ties them
-//! together. Measured at 10M devices on the narrow request (`benches/README.md`), walking each
-//! id's key forward from the previous id's (a chain through every id) and searching one array
-//! at a time took about a fifth longer in all; CRoaring's bulk probe
-//! (`roaring_bitmap_contains_bulk`) was slower still. Versions that prefetched each id's header
-//! and lines ahead of its test, interpolated the position in an array, scanned arrays with
-//! vector compares, or prefetched both halves of every search level, were all slower.
+//! together; what is left is mostly instructions (at 10M devices a second pass of the narrow
+//! request's filters over the same ids, its data just fetched, cost as much as the first), so
+//! the lanes share their search steps. Measured on the narrow request (`benches/README.md`):
+//! walking each id's key forward from the previous id's (a chain through every id) and one
+//! binary search per id took about a fifth longer in all, a lane-wise binary search with its
+//! own span per lane about a tenth; CRoaring's bulk probe (`roaring_bitmap_contains_bulk`) was
+//! slower still. Prefetching the next lanes' headers gained nothing, and prefetching the lines
+//! of each array, interpolating the position in an array, or scanning it with vector compares
+//! were slower.
 
 use crate::containers::{Container, Containers};
 use croaring::Bitmap;
 
-/// Ids whose containers are found, then whose arrays are searched, together (4 and 16
-/// measured the same).
-const LANES: usize = 8;
+/// Ids whose containers are found, then whose arrays are searched, together (measured at
+/// 10M devices: 12 and 16 alike, 8 about 2% slower, 4 about 10%).
+const LANES: usize = 16;
 
 /// What a lane searches when its id needs no array search: one value (the answer is unused).
 static NO_ARRAY: [u16; 1] = [0];
@@ -61,8 +64,11 @@ fn key_index(keys: &[u16], k: u16) -> usize {
 }
 
 /// Binary searches of `LANES` arrays at once: lane `j` looks for `v[j]` in the `len[j]`
-/// values at `ptr[j]`; all lanes take the levels of the longest array (a lane whose span is
-/// down to one value stays put). Branch-free: the direction at each level is a coin toss.
+/// values at `ptr[j]`. Each lane's cursor takes the same steps, halving from a power of two
+/// that spans the longest array: a step is taken when it lands (clamped to the lane's last
+/// value) on a value `<= v[j]`, so the cursor ends on the last such value, or on the first
+/// value when none is. Branch-free (the direction at each level is a coin toss), and the
+/// steps are shared, so a lane costs a few instructions a level.
 ///
 /// # Safety
 /// `ptr[j]` must point to `len[j] >= 1` readable values, and `maxlen` be the largest `len[j]`.
@@ -73,21 +79,24 @@ unsafe fn search_lanes(
     v: &[u16; LANES],
     maxlen: usize,
 ) -> [bool; LANES] {
-    let mut base = [0usize; LANES];
-    let mut n = *len;
-    // ceil(log2(maxlen)) levels bring every span down to one value.
+    let mut cur = *ptr;
+    let last: [*const u16; LANES] = std::array::from_fn(|j| ptr[j].wrapping_add(len[j] - 1));
+    // The first step is the largest power of two below `maxlen`: the steps sum to at least
+    // `maxlen - 1`, the farthest any cursor goes.
     let levels = usize::BITS - (maxlen - 1).leading_zeros();
-    for _ in 0..levels {
+    let mut step = (1usize << levels) >> 1;
+    while step > 0 {
         for j in 0..LANES {
-            let half = n[j] / 2;
-            // SAFETY: base[j] + half < base[j] + n[j] <= len[j].
-            let m = unsafe { *ptr[j].add(base[j] + half) };
-            base[j] += std::hint::select_unpredictable(m <= v[j], half, 0);
-            n[j] -= half;
+            let next = cur[j].wrapping_add(step);
+            let at = std::hint::select_unpredictable(next > last[j], last[j], next);
+            // SAFETY: `at` lies between `cur[j]` and `last[j]`, in the lane's array.
+            let up = unsafe { *at } <= v[j];
+            cur[j] = std::hint::select_unpredictable(up, at, cur[j]);
         }
+        step >>= 1;
     }
-    // SAFETY: base[j] < len[j].
-    std::array::from_fn(|j| unsafe { *ptr[j].add(base[j]) } == v[j])
+    // SAFETY: every cursor lies in its lane's array.
+    std::array::from_fn(|j| unsafe { *cur[j] } == v[j])
 }
 
 /// Call `each(id, member)` for every id of ascending `ids`, in order, with its membership in
