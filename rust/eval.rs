@@ -213,12 +213,16 @@ fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
 /// container's), and a union of tags not at all (`u64::MAX`).
 fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
     let is_any = |t: &Term| matches!(t.operand, Operand::AnyOf(_));
+    // Id lists first: their sizes are known, where a bitmap's estimate reads its headers.
+    let is_small_list =
+        |t: &Term| matches!(&t.operand, Operand::Ids(v) if v.len() as u64 <= small());
     let lazy = !exact
-        && expr
-            .positive
-            .iter()
-            .filter(|t| !is_any(t))
-            .any(|t| approx(&t.operand) <= small());
+        && (expr.positive.iter().any(is_small_list)
+            || expr
+                .positive
+                .iter()
+                .filter(|t| !is_any(t))
+                .any(|t| approx(&t.operand) <= small()));
     let mut pos: Vec<(Term, u64)> = expr
         .positive
         .into_iter()
