@@ -213,12 +213,16 @@ fn apply<'r>(acc: Acc<'r>, op: Operand<'r>, size: u64) -> Acc<'r> {
 /// container's), and a union of tags not at all (`u64::MAX`).
 fn plan(expr: Expr<'_>, exact: bool) -> (Vec<(Term<'_>, u64)>, Vec<Term<'_>>) {
     let is_any = |t: &Term| matches!(t.operand, Operand::AnyOf(_));
+    // Id lists first: their sizes are known, where a bitmap's estimate reads its headers.
+    let is_small_list =
+        |t: &Term| matches!(&t.operand, Operand::Ids(v) if v.len() as u64 <= small());
     let lazy = !exact
-        && expr
-            .positive
-            .iter()
-            .filter(|t| !is_any(t))
-            .any(|t| approx(&t.operand) <= small());
+        && (expr.positive.iter().any(is_small_list)
+            || expr
+                .positive
+                .iter()
+                .filter(|t| !is_any(t))
+                .any(|t| approx(&t.operand) <= small()));
     let mut pos: Vec<(Term, u64)> = expr
         .positive
         .into_iter()
@@ -347,6 +351,43 @@ pub(crate) fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);
     out
+}
+
+/// Lists at least this long are sorted by `sort_ids`' radix passes (shorter ones by
+/// comparisons, where the passes' fixed cost would dominate).
+const RADIX_FROM: usize = 256;
+
+/// Sort `ids` ascending and drop repeats. A long list (the devices of 1,000 aliases) is
+/// sorted a byte at a time from the lowest (a counting pass and a scatter per byte, for the
+/// bytes the largest id has): a few operations per id and byte, no comparison to mispredict
+/// (the narrow request's 1,706 alias devices and 1,000 registration-ID devices at 10M: about
+/// 7 µs less per request than `sort_unstable`).
+pub(crate) fn sort_ids(ids: &mut Vec<u32>) {
+    if ids.len() < RADIX_FROM {
+        ids.sort_unstable();
+    } else {
+        let max = ids.iter().copied().max().unwrap_or(0);
+        let mut buf = vec![0u32; ids.len()];
+        let mut shift = 0;
+        while shift < u32::BITS && max >> shift != 0 {
+            let mut start = [0usize; 256];
+            for &x in ids.iter() {
+                start[(x >> shift) as usize & 255] += 1;
+            }
+            let mut sum = 0;
+            for c in start.iter_mut() {
+                (*c, sum) = (sum, sum + *c);
+            }
+            for &x in ids.iter() {
+                let d = (x >> shift) as usize & 255;
+                buf[start[d]] = x;
+                start[d] += 1;
+            }
+            std::mem::swap(ids, &mut buf);
+            shift += 8;
+        }
+    }
+    ids.dedup();
 }
 
 /// One membership test applied to an id list.
@@ -772,6 +813,23 @@ mod tests {
         evaluate(compiled(), Some(&mut steps));
         assert_eq!(steps.last().unwrap().result, want.len() as u64);
         assert!(steps.windows(2).all(|w| w[1].result <= w[0].result));
+    }
+
+    proptest! {
+        #[test]
+        fn sort_ids_sorts_and_drops_repeats(
+            mut ids in prop_oneof![
+                proptest::collection::vec(any::<u32>(), 0..600),
+                proptest::collection::vec(0u32..2_000, 0..1_200),
+                proptest::collection::vec(0u32..300, 250..400),
+            ],
+        ) {
+            let mut want = ids.clone();
+            want.sort_unstable();
+            want.dedup();
+            sort_ids(&mut ids);
+            prop_assert_eq!(ids, want);
+        }
     }
 
     #[test]

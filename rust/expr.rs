@@ -376,8 +376,7 @@ pub fn compile<'r, S: AsRef<str>>(
 }
 
 fn sorted(mut ids: Vec<u32>) -> Vec<u32> {
-    ids.sort_unstable();
-    ids.dedup();
+    eval::sort_ids(&mut ids);
     ids
 }
 

@@ -315,8 +315,7 @@ impl Registry {
             .into_iter()
             .flatten()
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        crate::eval::sort_ids(&mut ids);
         retain_members(&mut ids, &self.live, true);
         ids
     }

@@ -288,7 +288,7 @@ impl RidStore {
     /// Rebuild from raw parts (a snapshot), refusing any that `parts` could not have made:
     /// non-canonical slots, spilled strings out of order, not UTF-8 or packable, repeated IDs.
     pub fn from_parts(slots: &[u8], spill: Vec<u8>, spill_ends: Vec<u32>) -> Result<Self, String> {
-        if slots.len() % SLOT != 0 {
+        if !slots.len().is_multiple_of(SLOT) {
             return Err("registration ID slots have a partial slot".into());
         }
         let text = std::str::from_utf8(&spill).map_err(|_| "spilled ID is not UTF-8")?;
