@@ -140,6 +140,25 @@ def test_audience_duplicates_removed_in_first_seen_order() -> None:
     assert got.registration_id == ("x",)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.sampled_from(["a", "b", "深圳", "user_1", "x" * 40, "Ab9"]), max_size=30),
+    as_tuple=st.booleans(),
+)
+def test_audience_values_are_the_distinct_ones_in_first_seen_order(
+    values: list[str], as_tuple: bool
+) -> None:
+    # Equal strings as distinct objects, so that repeats are found by value, not identity.
+    sent = [("" + v + "!")[:-1] for v in values]
+    arr: list[str] | tuple[str, ...] = tuple(sent) if as_tuple else sent
+    want = tuple(dict.fromkeys(values))
+    for name in ("tag", "alias"):
+        if len(arr) > (20 if name == "tag" else 1000) or not arr:
+            continue
+        assert getattr(parse_audience({name: arr}), name) == want
+    assert arr == (tuple(sent) if as_tuple else sent), "the input is left as it was"
+
+
 def test_audience_all_types_together() -> None:
     got = parse_audience(
         {
