@@ -4,6 +4,7 @@ small timing harness (``perf_counter_ns``, warm-up, median and p10/p90, GC off w
 from __future__ import annotations
 
 import gc
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,6 +131,10 @@ class Stats:
     p90_ms: float
     repeats: int
     samples_ns: list[int] = field(repr=False, default_factory=list)
+    faults_per_call: float = 0.0
+    """Minor page faults of the process per timed call: memory the allocator had handed back
+    to the kernel and takes again, whose first touch the kernel must zero (it makes the same
+    pipeline several times slower in some process states)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -138,6 +143,7 @@ class Stats:
             "p10_ms": self.p10_ms,
             "p90_ms": self.p90_ms,
             "repeats": self.repeats,
+            "faults_per_call": self.faults_per_call,
         }
 
     def cell(self) -> str:
@@ -187,15 +193,19 @@ def measure(
         elif warmup and min_time_s > 0:
             repeat = max(repeat, min(max_repeat, int(min_time_s * 1e9 // max(warm_ns, 1))))
         samples: list[int] = []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(repeat):
             result = None  # free the previous result before the next run
             t = time.perf_counter_ns()
             result = fn()
             samples.append(time.perf_counter_ns() - t)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     finally:
         if was_enabled:
             gc.enable()
-    return _stats(samples), result
+    stats = _stats(samples)
+    stats.faults_per_call = faults / max(len(samples), 1)
+    return stats, result
 
 
 def measure_all(

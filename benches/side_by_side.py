@@ -281,7 +281,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             req_results.append((req, stats, entry))
             log(
                 f"  {req.name}: {reached:,} reached; "
-                + ", ".join(f"{k} {s.median_ms:.3f} ms" for k, s in stats.items())
+                + ", ".join(
+                    f"{k} {s.median_ms:.3f} ms ({s.faults_per_call:.0f} faults/call)"
+                    for k, s in stats.items()
+                )
             )
         out["requests"] = [e for _, _, e in req_results]
 
