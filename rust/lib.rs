@@ -10,6 +10,7 @@ pub mod chunked;
 pub mod containers;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod expr;
 mod huge;
 pub mod index;

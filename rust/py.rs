@@ -557,7 +557,7 @@ impl PyResolution {
 
     /// The interned device ids, ascending.
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
-        let v = py.detach(|| self.bitmap.to_vec());
+        let v = py.detach(|| crate::export::to_vec(&self.bitmap));
         ids_array(py, v)
     }
 
