@@ -190,6 +190,41 @@ def test_numpy_load_matches_upserts() -> None:
     assert reg.resolve_audience({"tag": ["fresh"]}).registration_ids() == []
 
 
+def test_large_results_export_the_same_ids_as_the_model() -> None:
+    # Over 1M ids the export is split over the cores (rust/export.rs): every id, in order, once.
+    n = 1_300_000
+    rng = np.random.default_rng(7)
+    rid_bytes = np.frombuffer("".join(f"d{i:07d}" for i in range(n)).encode(), dtype=np.uint8)
+    platform = rng.choice(np.array([0, 1, 2], dtype=np.uint8), size=n, p=[0.7, 0.28, 0.02])
+    # Tag "t": a dense stretch (bitset and run containers) and random members (arrays).
+    tagged = rng.random(n) < 0.02
+    tagged[200_000:1_250_000] = True
+    tag_indptr = np.concatenate([[0], np.cumsum(tagged)]).astype(np.uint64)
+    reg = Registry()
+    reg.load_arrays(
+        rid_bytes=rid_bytes,
+        rid_offsets=np.arange(n + 1, dtype=np.uint64) * 8,
+        platform=platform,
+        tag_names=["t"],
+        tag_indptr=tag_indptr,
+        tag_indices=np.zeros(int(tagged.sum()), dtype=np.uint32),
+    )
+    gone = [3, 640_000, 1_249_999]
+    for d in gone:
+        assert reg.delete(f"d{d:07d}")
+    live = np.ones(n, dtype=bool)
+    live[gone] = False
+    cases = [
+        ({"tag": ["t"]}, "all", tagged & live),
+        ("all", ["android", "ios"], (platform != 2) & live),
+        ({"tag_not": ["t"]}, "all", ~tagged & live),
+    ]
+    for audience, plat, want in cases:
+        got = reg.resolve_audience(audience, platform=plat).ids()
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, np.flatnonzero(want).astype(np.uint32))
+
+
 def test_snapshot_round_trip_and_corruption(tmp_path: Path) -> None:
     reg = small()
     reg.delete("w1")
