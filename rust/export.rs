@@ -101,9 +101,9 @@ fn write_range(b: &Bitmap, range: std::ops::Range<usize>, out: &mut [std::mem::M
 /// returns how many were written.
 fn extract(words: &[u64], dst: &mut [std::mem::MaybeUninit<u32>], base: u32) -> usize {
     debug_assert_eq!(words.len(), BITSET_WORDS);
-    let out = dst.as_mut_ptr() as *mut u32;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
+        let out = dst.as_mut_ptr() as *mut u32;
         // SAFETY: `words` holds `BITSET_WORDS` words; `out` has room for `dst.len()` values,
         // the capacity passed, which the kernel never writes past; the CPU has AVX2.
         return unsafe {
@@ -116,8 +116,16 @@ fn extract(words: &[u64], dst: &mut [std::mem::MaybeUninit<u32>], base: u32) -> 
             )
         };
     }
-    // SAFETY: as above; the portable kernel writes one value per set bit, and `dst` has room
-    // for every set bit (the caller sizes it by the container's cardinality).
+    extract_portable(words, dst, base)
+}
+
+/// `extract` without AVX2.
+fn extract_portable(words: &[u64], dst: &mut [std::mem::MaybeUninit<u32>], base: u32) -> usize {
+    let out = dst.as_mut_ptr() as *mut u32;
+    // The portable kernel takes no capacity: it writes one value per set bit.
+    let set: usize = words.iter().map(|w| w.count_ones() as usize).sum();
+    assert!(set <= dst.len(), "room for every set bit");
+    // SAFETY: `words` holds `BITSET_WORDS` words, and `out` has room for all `set` of them.
     unsafe { croaring_sys::bitset_extract_setbits(words.as_ptr(), words.len(), out, base) }
 }
 
@@ -167,6 +175,29 @@ mod tests {
             // SAFETY: every value was written (write_range asserts it fills its range).
             let got: Vec<u32> = out.into_iter().map(|v| unsafe { v.assume_init() }).collect();
             prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn both_bitset_kernels_write_the_set_bits(
+            bits in proptest::collection::vec(0u32..65_536, 0..3000),
+            base in 0u32..100,
+        ) {
+            let mut words = vec![0u64; BITSET_WORDS];
+            for &v in &bits {
+                words[v as usize / 64] |= 1 << (v % 64);
+            }
+            let mut want: Vec<u32> = bits.iter().map(|&v| (base << 16) | v).collect();
+            want.sort_unstable();
+            want.dedup();
+            for kernel in [extract, extract_portable] {
+                let mut out = vec![std::mem::MaybeUninit::new(0u32); want.len()];
+                prop_assert_eq!(kernel(&words, &mut out, base << 16), want.len());
+                // SAFETY: the kernel wrote all of them (checked just above).
+                let got: Vec<u32> = out.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+                prop_assert_eq!(&got, &want);
+            }
         }
     }
 
