@@ -555,7 +555,8 @@ impl PyResolution {
         self.bitmap.cardinality() as usize
     }
 
-    /// The interned device ids, ascending.
+    /// The interned device ids, ascending, as a numpy array that owns them (no copy); written
+    /// on both cores from 1M ids (`export`).
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
         let v = py.detach(|| crate::export::to_vec(&self.bitmap));
         ids_array(py, v)
