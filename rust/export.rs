@@ -59,36 +59,33 @@ fn write_range(b: &Bitmap, range: std::ops::Range<usize>, out: &mut [std::mem::M
     let mut at = 0;
     for i in range {
         let base = u32::from(keys[i]) << 16;
-        match c.get(i) {
+        let container = c.get(i);
+        let dst = &mut out[at..at + container.cardinality()];
+        match container {
             Container::Array(a) => {
-                for (o, &v) in out[at..at + a.len()].iter_mut().zip(a) {
+                for (o, &v) in dst.iter_mut().zip(a) {
                     o.write(base | u32::from(v));
                 }
-                at += a.len();
             }
-            Container::Bitset(words, known) => {
-                let len = known.map_or_else(
-                    || Container::Bitset(words, None).cardinality(),
-                    |k| k as usize,
-                );
-                let dst = &mut out[at..at + len];
+            Container::Bitset(words, _) => {
                 let written = extract(words, dst, base);
                 assert_eq!(
-                    written, len,
+                    written,
+                    dst.len(),
                     "a bitset container's cardinality is its set bits"
                 );
-                at += len;
             }
             Container::Run(runs) => {
-                for r in runs {
+                let values = runs.iter().flat_map(|r| {
                     let start = base | u32::from(r.value);
-                    for (k, o) in out[at..=at + usize::from(r.length)].iter_mut().enumerate() {
-                        o.write(start + k as u32);
-                    }
-                    at += usize::from(r.length) + 1;
+                    start..=start + u32::from(r.length)
+                });
+                for (o, v) in dst.iter_mut().zip(values) {
+                    o.write(v);
                 }
             }
         }
+        at += dst.len();
     }
     assert_eq!(
         at,

@@ -95,6 +95,15 @@ struct Held<'py> {
     lists: Vec<Vec<Bound<'py, PyString>>>,
 }
 
+/// The items of an iteration, each a `str`.
+fn py_strings<'py>(
+    items: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+) -> PyResult<Vec<Bound<'py, PyString>>> {
+    items
+        .map(|item| Ok(item?.cast_into::<PyString>()?))
+        .collect()
+}
+
 impl<'py> Held<'py> {
     fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
         let lists = TYPES
@@ -102,16 +111,10 @@ impl<'py> Held<'py> {
             .map(|name| {
                 let values = obj.getattr(*name)?;
                 // A tuple (what `parse_audience` makes) is read by index, without an iterator.
-                if let Ok(tuple) = values.cast::<PyTuple>() {
-                    return tuple
-                        .iter()
-                        .map(|item| Ok(item.cast_into::<PyString>()?))
-                        .collect::<PyResult<Vec<_>>>();
+                match values.cast::<PyTuple>() {
+                    Ok(tuple) => py_strings(tuple.iter().map(Ok)),
+                    Err(_) => py_strings(values.try_iter()?),
                 }
-                values
-                    .try_iter()?
-                    .map(|item| Ok(item?.cast_into::<PyString>()?))
-                    .collect::<PyResult<Vec<_>>>()
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Held {
